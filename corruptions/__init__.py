@@ -1,0 +1,48 @@
+"""Batched, device-agnostic, deterministic common image corruptions (CIFAR/Tiny/ImageNet-C).
+
+Public API::
+
+    corruptions.names(subset="all")           # 19 names; subsets common, extra, noise, ...
+    corruptions.apply(images, name, severity, seed=0, indices=None, preset=None, params=None)
+    corruptions.get(name)                      # the registered Corruption
+    @corruptions.register(name, group=..., presets=...)   # add your own
+    corruptions.load_plugin("my_corruption.py")
+
+Depends on torch (and torchvision for the JPEG codec) only.
+"""
+
+from corruptions.registry import (
+    COMMON,
+    EXTRA,
+    GROUPS,
+    PRESETS,
+    Corruption,
+    CorruptionError,
+    apply,
+    check_severity,
+    get,
+    load_plugin,
+    names,
+    preset_for_size,
+    register,
+)
+from corruptions.rng import SampleRNG
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "COMMON",
+    "EXTRA",
+    "GROUPS",
+    "PRESETS",
+    "Corruption",
+    "CorruptionError",
+    "SampleRNG",
+    "apply",
+    "check_severity",
+    "get",
+    "load_plugin",
+    "names",
+    "preset_for_size",
+    "register",
+]

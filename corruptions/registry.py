@@ -1,0 +1,379 @@
+"""The corruption registry: name -> :class:`Corruption`, plug-ins, and ``apply``.
+
+A corruption is a pure function ``fn(images, params, rng) -> images`` on float32
+tensors (N, C, H, W) in [0, 1] on any device, plus a severity table per preset. The
+registry owns everything around it: input validation, dtype/range conversion, choosing
+the preset from the image size, deriving per-sample random streams from
+``(seed, name, severity, global index)``, clipping and uint8 quantisation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from corruptions.rng import SampleRNG, name_code
+
+PRESETS = ("cifar", "tinyimagenet", "imagenet")
+GROUPS = ("noise", "blur", "weather", "digital", "extra")
+#: The 15 benchmark corruptions, in the canonical (Hendrycks) order.
+COMMON = (
+    "gaussian_noise", "shot_noise", "impulse_noise",
+    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness",
+    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)  # fmt: skip
+#: The 4 extra (validation) corruptions.
+EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+
+CorruptionFn = Callable[[torch.Tensor, dict, SampleRNG], torch.Tensor]
+
+
+class CorruptionError(ValueError):
+    """Bad input to the corruptions API (unknown name, bad severity, shape, dtype, plug-in)."""
+
+
+def _closest_hint(name: str, candidates: Sequence[str]) -> str:
+    hits = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.5)
+    if not hits:
+        hits = [c for c in candidates if name.lower() in c or c in name.lower()][:3]
+    return f"; closest: {', '.join(hits)}" if hits else ""
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """A registered corruption: its function, group and severity tables."""
+
+    name: str
+    group: str
+    fn: CorruptionFn
+    #: preset -> five parameter dicts (severity 1..5)
+    presets: Mapping[str, tuple[dict, ...]]
+    #: parameter names in table order
+    param_names: tuple[str, ...]
+    #: whether the function draws random numbers
+    random: bool = True
+    #: whether the function needs 3 colour channels (grey images are expanded then averaged)
+    rgb: bool = False
+    description: str = ""
+    #: where it came from: "builtin", an entry point, or a plug-in file path
+    source: str = "builtin"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def params(self, severity: int, preset: str) -> dict:
+        """Parameter dict of ``severity`` (1..5) in ``preset``."""
+        check_severity(severity)
+        if preset not in self.presets:
+            raise CorruptionError(
+                f"corruption {self.name!r} has no {preset!r} table (has: {', '.join(self.presets)})"
+            )
+        return dict(self.presets[preset][severity - 1])
+
+    def __call__(self, images: torch.Tensor, severity: int, **kwargs: Any) -> torch.Tensor:
+        """Shortcut for ``corruptions.apply(images, self.name, severity, ...)``."""
+        return apply(images, self.name, severity, **kwargs)
+
+
+_REGISTRY: dict[str, Corruption] = {}
+_ENTRY_POINTS_LOADED = False
+
+
+def _normalise_table(
+    name: str, table: Any, param_names: Sequence[str] | None
+) -> tuple[tuple[dict, ...], tuple[str, ...]]:
+    """Turn 5 scalars / tuples / dicts into 5 dicts keyed by parameter name."""
+    rows = list(table)
+    if len(rows) != 5:
+        raise CorruptionError(f"corruption {name!r}: a severity table needs 5 rows, got {len(rows)}")
+    out: list[dict] = []
+    names: tuple[str, ...] | None = tuple(param_names) if param_names else None
+    for row in rows:
+        if isinstance(row, Mapping):
+            d = dict(row)
+            names = names or tuple(d)
+        else:
+            vals = tuple(row) if isinstance(row, (tuple, list)) else (row,)
+            if names is None:
+                names = ("value",) if len(vals) == 1 else tuple(f"p{i}" for i in range(len(vals)))
+            if len(vals) != len(names):
+                raise CorruptionError(
+                    f"corruption {name!r}: row {row!r} does not match parameters {names}"
+                )
+            d = dict(zip(names, vals))
+        out.append(d)
+    assert names is not None
+    return tuple(out), names
+
+
+def register(
+    name: str,
+    *,
+    group: str,
+    presets: Mapping[str, Any] | Sequence[Any],
+    param_names: Sequence[str] | None = None,
+    random: bool = True,
+    rgb: bool = False,
+    description: str = "",
+    replace: bool = False,
+    source: str = "builtin",
+) -> Callable[[CorruptionFn], CorruptionFn]:
+    """Decorator registering ``fn(images, params, rng)`` as corruption ``name``.
+
+    ``presets`` maps preset names to a table of 5 rows (scalars, tuples in
+    ``param_names`` order, or dicts); a bare 5-row table serves every preset.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise CorruptionError(f"corruption names must be identifiers, got {name!r}")
+    if group not in GROUPS:
+        raise CorruptionError(f"unknown group {group!r} for {name!r} (groups: {', '.join(GROUPS)})")
+    if isinstance(presets, Mapping):
+        raw = dict(presets)
+    else:
+        raw = {p: presets for p in PRESETS}
+    tables: dict[str, tuple[dict, ...]] = {}
+    names: tuple[str, ...] = tuple(param_names or ())
+    for preset, table in raw.items():
+        tables[preset], names = _normalise_table(name, table, param_names or names or None)
+
+    def deco(fn: CorruptionFn) -> CorruptionFn:
+        if not callable(fn):
+            raise CorruptionError(f"corruption {name!r}: the registered object is not callable")
+        if name in _REGISTRY and not replace:
+            raise CorruptionError(f"corruption {name!r} is already registered")
+        doc = description or (fn.__doc__ or "").strip().splitlines()[0:1]
+        _REGISTRY[name] = Corruption(
+            name=name,
+            group=group,
+            fn=fn,
+            presets=tables,
+            param_names=names,
+            random=random,
+            rgb=rgb,
+            description=doc if isinstance(doc, str) else (doc[0] if doc else ""),
+            source=source,
+        )
+        return fn
+
+    return deco
+
+
+def _load_entry_points() -> None:
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    for ep in entry_points(group="corruptions"):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken third-party plug-in must not break the registry
+            raise CorruptionError(f"corruption plug-in entry point {ep.name!r} failed to load: {exc}") from exc
+        if callable(obj) and ep.name not in _REGISTRY and getattr(obj, "_corruption_table", None):
+            register(ep.name, source=f"entry point {ep.value}", **obj._corruption_table)(obj)
+
+
+def load_plugin(path: str | os.PathLike) -> list[str]:
+    """Import a plug-in file that registers corruptions; return the names it added."""
+    p = Path(path)
+    if not p.is_file():
+        raise CorruptionError(f"plug-in file not found: {p}")
+    before = set(_REGISTRY)
+    mod_name = f"corruptions_plugin_{name_code(str(p.resolve())):08x}"
+    spec = importlib.util.spec_from_file_location(mod_name, p)
+    if spec is None or spec.loader is None:
+        raise CorruptionError(f"cannot import plug-in {p} (not a Python file?)")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except CorruptionError as exc:
+        sys.modules.pop(mod_name, None)
+        raise CorruptionError(f"plug-in {p}: {exc}") from exc
+    except Exception as exc:
+        sys.modules.pop(mod_name, None)
+        for n in set(_REGISTRY) - before:
+            del _REGISTRY[n]
+        raise CorruptionError(f"plug-in {p} failed: {type(exc).__name__}: {exc}") from exc
+    added = sorted(set(_REGISTRY) - before)
+    if not added:
+        raise CorruptionError(f"plug-in {p} registered no corruption (use @corruptions.register)")
+    for n in added:
+        c = _REGISTRY[n]
+        _REGISTRY[n] = Corruption(**{**c.__dict__, "source": str(p)})
+    return added
+
+
+def _ensure_builtins() -> None:
+    # Importing the kernel modules registers the 19 built-ins.
+    import corruptions.builtins  # noqa: F401
+
+    _load_entry_points()
+
+
+def get(name: str) -> Corruption:
+    """The registered corruption ``name``; a :class:`CorruptionError` names the closest ones."""
+    _ensure_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise CorruptionError(
+            f"unknown corruption {name!r}{_closest_hint(name, sorted(_REGISTRY))}"
+        ) from None
+
+
+def names(subset: str = "all") -> list[str]:
+    """Corruption names of a subset: all, common, extra, noise, blur, weather, digital, plugins.
+
+    Built-ins come in the canonical order (15 common then 4 extra); plug-ins follow
+    ``all`` in registration order. A comma-separated list of names is also accepted.
+    """
+    _ensure_builtins()
+    builtin = list(COMMON) + list(EXTRA)
+    plugins = [n for n in _REGISTRY if n not in builtin]
+    if subset == "all":
+        return [n for n in builtin if n in _REGISTRY] + plugins
+    if subset == "common":
+        return list(COMMON)
+    if subset == "extra":
+        return list(EXTRA)
+    if subset == "plugins":
+        return plugins
+    if subset in ("noise", "blur", "weather", "digital"):
+        return [n for n in COMMON if _REGISTRY[n].group == subset] + [
+            n for n in plugins if _REGISTRY[n].group == subset
+        ]
+    if "," in subset or subset in _REGISTRY:
+        out = [s.strip() for s in subset.split(",") if s.strip()]
+        for n in out:
+            get(n)
+        return out
+    subsets = ["all", "common", "extra", "plugins", "noise", "blur", "weather", "digital"]
+    raise CorruptionError(
+        f"unknown corruption subset {subset!r}{_closest_hint(subset, subsets + sorted(_REGISTRY))}"
+    )
+
+
+def check_severity(severity: Any) -> int:
+    """Validate a severity (int 1..5)."""
+    if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
+        raise CorruptionError(f"severity must be an integer 1..5, got {severity!r}")
+    return severity
+
+
+def preset_for_size(height: int, width: int) -> str:
+    """Default preset from the image size: <=48 px cifar, <=128 px tinyimagenet, else imagenet."""
+    side = max(height, width)
+    if side <= 48:
+        return "cifar"
+    if side <= 128:
+        return "tinyimagenet"
+    return "imagenet"
+
+
+def _validate_images(images: Any) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise CorruptionError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.ndim != 4:
+        raise CorruptionError(
+            f"images must have shape (N, C, H, W), got {tuple(images.shape)}"
+        )
+    if images.shape[1] not in (1, 3):
+        raise CorruptionError(f"images must have 1 or 3 channels, got C={images.shape[1]}")
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise CorruptionError(f"images must be uint8 (0..255) or float in [0, 1], got {images.dtype}")
+
+
+def apply(
+    images: torch.Tensor,
+    name: str,
+    severity: int | None = None,
+    *,
+    seed: int = 0,
+    indices: torch.Tensor | Sequence[int] | None = None,
+    preset: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    quantize: bool = True,
+) -> torch.Tensor:
+    """Corrupt a batch: ``images`` (N, C, H, W) uint8 or float in [0, 1], any device.
+
+    Returns the same dtype, shape and device. Sample i's result depends only on
+    ``(seed, name, severity or params, indices[i])`` and its image. With
+    ``quantize`` (default) the result is truncated to 256 grey levels like the
+    published ``uint8(x * 255)`` files (float outputs are that value / 255).
+    ``params`` overrides (some of) the severity's parameters, or gives all of them
+    when ``severity`` is None (parametric use, e.g. ``params={"sigma": 0.15}``).
+    """
+    _validate_images(images)
+    corruption = get(name)
+    n, c, h, w = images.shape
+    if preset is None:
+        preset = preset_for_size(h, w)
+    elif preset not in PRESETS and preset not in corruption.presets:
+        raise CorruptionError(f"unknown preset {preset!r}{_closest_hint(preset, PRESETS)}")
+
+    if severity is None and params is None:
+        raise CorruptionError("give a severity (1..5) or explicit params")
+    if severity is not None:
+        check_severity(severity)
+        p = corruption.params(severity, preset)
+    else:
+        p = {}
+    if params is not None:
+        unknown = set(params) - set(corruption.param_names)
+        if unknown:
+            raise CorruptionError(
+                f"corruption {name!r} has no parameter(s) {sorted(unknown)}; "
+                f"parameters: {', '.join(corruption.param_names)}"
+            )
+        p.update(params)
+        missing = set(corruption.param_names) - set(p)
+        if missing:
+            defaults = corruption.extra.get("defaults", {})
+            p.update({k: defaults[k] for k in missing if k in defaults})
+            missing = set(corruption.param_names) - set(p)
+        if missing:
+            raise CorruptionError(f"corruption {name!r} needs parameter(s) {sorted(missing)}")
+
+    if indices is None:
+        idx = torch.arange(n, dtype=torch.int64)
+    else:
+        idx = torch.as_tensor(indices, dtype=torch.int64).flatten()
+        if idx.numel() != n:
+            raise CorruptionError(f"indices has {idx.numel()} entries for {n} images")
+    if n == 0:
+        return images.clone()
+
+    call_key = f"{name}|{severity}" if params is None else f"{name}|{json.dumps(p, sort_keys=True, default=str)}"
+    rng = SampleRNG(int(seed), name_code(call_key), idx, images.device)
+
+    orig_dtype = images.dtype
+    x = images.float() / 255.0 if orig_dtype == torch.uint8 else images.float().clamp(0.0, 1.0)
+    grey = c == 1 and corruption.rgb
+    if grey:
+        x = x.expand(n, 3, h, w).contiguous()
+    out = corruption.fn(x.contiguous(), p, rng)
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        raise CorruptionError(
+            f"corruption {name!r} returned {getattr(out, 'shape', type(out))}, expected {tuple(x.shape)}"
+        )
+    out = out.float()
+    if grey:
+        out = out.mean(dim=1, keepdim=True)
+    out = out.clamp(0.0, 1.0)
+    if quantize:
+        # uint8(x * 255) truncation as in the published files; the 1e-4 guards float32
+        # rounding of values the float64 reference would put exactly on a level.
+        levels = torch.floor(out * 255.0 + 1e-4).clamp_(0.0, 255.0)
+        return levels.to(torch.uint8) if orig_dtype == torch.uint8 else (levels / 255.0).to(orig_dtype)
+    if orig_dtype == torch.uint8:
+        return torch.round(out * 255.0).to(torch.uint8)
+    return out.to(orig_dtype)

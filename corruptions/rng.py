@@ -1,0 +1,135 @@
+"""Counter-based, per-sample random numbers on any device.
+
+Every random value a corruption draws is a pure function of
+``(seed, corruption name, severity or params, global sample index, stream, element)``:
+a keyed integer hash evaluated with vectorised tensor ops. So a sample's corruption
+never depends on the batch it sits in or on the order of calls, needs no per-image
+Python loop, and is bit-identical on CPU and CUDA for the integer part (the float
+transforms after it, log/cos, agree to float32 rounding).
+
+The hash is Chris Wellons' ``lowbias32`` finaliser applied in a keyed chain. All
+arithmetic stays below 2**63 in int64 (32-bit lanes, multiplications split in 16-bit
+halves), so there is no reliance on signed overflow.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+
+import torch
+
+_M32 = 0xFFFFFFFF
+_C1 = 0x7FEB352D
+_C2 = 0x846CA68B
+_GOLDEN = 0x9E3779B9
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2**32 for int64 tensors holding 32-bit values, without overflow."""
+    lo = c & 0xFFFF
+    hi = c >> 16
+    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & _M32
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """Bijective 32-bit avalanche hash (lowbias32) on int64 tensors of 32-bit values."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, _C1)
+    x = x ^ (x >> 15)
+    x = _mul32(x, _C2)
+    x = x ^ (x >> 16)
+    return x
+
+
+def _mix_int(*values: int) -> int:
+    """Hash Python ints into one 32-bit int with the same function (for keys)."""
+    acc = torch.tensor(0x12345678, dtype=torch.int64)
+    for v in values:
+        acc = mix32(acc ^ torch.tensor(v & _M32, dtype=torch.int64))
+        acc = mix32((acc + _GOLDEN) & _M32)
+    return int(acc)
+
+
+def name_code(text: str) -> int:
+    """Stable 32-bit code of a string (CRC32), used to key a corruption name or params."""
+    return zlib.crc32(text.encode("utf-8")) & _M32
+
+
+class SampleRNG:
+    """Per-sample random streams for one ``apply`` call.
+
+    ``keys0``/``keys1`` (int64, shape (N,)) identify each sample; every call of a
+    drawing method consumes one new stream id, so a corruption function that draws in
+    a fixed order gets the same numbers for the same sample whatever the batch.
+    """
+
+    def __init__(self, seed: int, call_code: int, indices: torch.Tensor, device: torch.device):
+        idx = indices.to(device=device, dtype=torch.int64)
+        base0 = _mix_int(seed & _M32, (seed >> 32) & _M32, call_code)
+        base1 = _mix_int(call_code, base0, 0xA5A5A5A5)
+        self.indices = idx
+        self.keys0 = mix32((idx & _M32) ^ base0)
+        self.keys1 = mix32((((idx >> 32) & _M32) ^ base1 ^ self.keys0) & _M32)
+        self.device = device
+        self.seed = seed
+        self._stream = 0
+
+    @property
+    def n(self) -> int:
+        """Number of samples."""
+        return int(self.indices.shape[0])
+
+    def _next_stream(self) -> int:
+        s = self._stream
+        self._stream += 1
+        return s
+
+    def bits(self, shape: Sequence[int], stream: int | None = None) -> torch.Tensor:
+        """Random 32-bit integers (int64 tensor) of shape (N, *shape)."""
+        shape = tuple(int(s) for s in shape)
+        if stream is None:
+            stream = self._next_stream()
+        count = math.prod(shape)
+        counter = torch.arange(count, device=self.device, dtype=torch.int64)
+        s_key = mix32(torch.tensor((stream * _GOLDEN + 0x632BE5AB) & _M32, device=self.device))
+        k0 = self.keys0.view(-1, 1)
+        k1 = mix32(self.keys1 ^ s_key).view(-1, 1)
+        x = mix32(counter.view(1, -1) ^ k0)
+        x = mix32(x ^ k1)
+        x = mix32((x + k0) & _M32)
+        return x.view(self.n, *shape)
+
+    def uniform(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Uniform values in the open interval (0, 1), shape (N, *shape)."""
+        b = self.bits(shape)
+        # 24 bits of mantissa, offset by half a step: never exactly 0 or 1.
+        return (((b >> 8).to(torch.float64) + 0.5) * (1.0 / 16777216.0)).to(dtype)
+
+    def normal(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Standard normal values, shape (N, *shape) (Box-Muller on two uniform streams)."""
+        u1 = self.uniform(*shape, dtype=torch.float64)
+        u2 = self.uniform(*shape, dtype=torch.float64)
+        return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)).to(dtype)
+
+    def randint(self, low: int, high: int, *shape: int) -> torch.Tensor:
+        """Integers uniform in [low, high), shape (N, *shape), int64."""
+        if high <= low:
+            raise ValueError(f"randint needs high > low, got [{low}, {high})")
+        u = self.uniform(*shape, dtype=torch.float64)
+        return (low + torch.floor(u * (high - low))).to(torch.int64).clamp_(low, high - 1)
+
+    def sample_uniform(self, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+        """One uniform value per sample in (low, high), shape (N,), float64."""
+        return low + (high - low) * self.uniform(1, dtype=torch.float64).view(-1)
+
+    def generator(self, i: int, device: torch.device | str | None = None) -> torch.Generator:
+        """A classic ``torch.Generator`` seeded from sample ``i``'s key.
+
+        For plug-ins that prefer torch's own samplers; it still depends only on the
+        sample's identity, not on the batch, but it costs a Python loop over samples.
+        """
+        g = torch.Generator(device=device or "cpu")
+        g.manual_seed((int(self.keys0[i]) << 32) | int(self.keys1[i]))
+        return g

@@ -1,0 +1,27 @@
+"""User-facing errors: one line, exit code 2 in the CLI, never a traceback."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(ValueError):
+    """Bad input from the user (unknown name, bad file, bad option); shown as one line."""
+
+
+def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Return up to ``n`` candidates closest to ``name`` (for 'did you mean' hints)."""
+    cands = sorted(set(candidates))
+    hits = difflib.get_close_matches(name, cands, n=n, cutoff=0.5)
+    if not hits:
+        hits = [c for c in cands if name.lower() in c.lower() or c.lower() in name.lower()][:n]
+    return hits
+
+
+def unknown(kind: str, name: str, candidates: Iterable[str]) -> UserError:
+    """Build the standard 'unknown <kind> NAME; closest: a, b, c' error."""
+    cands = list(candidates)
+    hints = closest(name, cands)
+    hint = f"; closest: {', '.join(hints)}" if hints else ""
+    return UserError(f"unknown {kind} {name!r}{hint} (see the list of {len(set(cands))} valid names)")
