@@ -136,10 +136,7 @@ def register(
         raise CorruptionError(f"corruption names must be identifiers, got {name!r}")
     if group not in GROUPS:
         raise CorruptionError(f"unknown group {group!r} for {name!r} (groups: {', '.join(GROUPS)})")
-    if isinstance(presets, Mapping):
-        raw = dict(presets)
-    else:
-        raw = {p: presets for p in PRESETS}
+    raw = dict(presets) if isinstance(presets, Mapping) else {p: presets for p in PRESETS}
     tables: dict[str, tuple[dict, ...]] = {}
     names: tuple[str, ...] = tuple(param_names or ())
     for preset, table in raw.items():

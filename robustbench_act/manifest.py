@@ -1,0 +1,69 @@
+"""Provenance for every output: versions, git commit, device, command line, times."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import robustbench_act
+
+
+def git_commit(path: str | Path | None = None) -> str | None:
+    """The git commit of the project source (with '-dirty' when modified), or None outside git."""
+    where = Path(path) if path else Path(robustbench_act.__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5
+        )
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where, capture_output=True, text=True, timeout=5,
+        )  # fmt: skip
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of the libraries that change numbers."""
+    out = {"python": platform.python_version(), "robustbench_act": robustbench_act.__version__}
+    for mod in ("torch", "torchvision", "timm", "numpy", "pandas", "corruptions"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # a missing optional library is simply not listed
+            continue
+    return out
+
+
+def device_description(device: Any = None) -> str:
+    """Human-readable device name (GPU model or CPU architecture)."""
+    import torch
+
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name(dev)}"
+    return f"cpu:{platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO 8601."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def base_manifest(*, seed: int | None, config: dict[str, Any], device: Any = None) -> dict[str, Any]:
+    """The common manifest block: command, config, seed, versions, git commit, device, start time."""
+    return {
+        "command": " ".join(["actbench", *sys.argv[1:]]) if sys.argv else "",
+        "config": config,
+        "seed": seed,
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "device": device_description(device),
+        "started": now_iso(),
+    }
