@@ -39,6 +39,11 @@ _COMMAND_MODULES = (
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+@app.callback()
+def _root() -> None:
+    """Does this activation function make a CNN more robust to noise and corruptions?"""
+
+
 def _register_all() -> None:
     for mod_name in _COMMAND_MODULES:
         try:

@@ -1,0 +1,456 @@
+"""Tests for the activation registry, LayerAct, ANAct and the ``activations`` command."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+from typing import Any
+
+import pytest
+import torch
+import typer
+from torch import nn
+from typer.core import TyperGroup
+from typer.testing import CliRunner
+
+from robustbench_act import activations as A
+from robustbench_act.activations import (
+    ANAct,
+    LayerAct,
+    activation_bounds,
+    canonical_spec,
+    describe_activations,
+    get_activation,
+    layer_act_reference,
+    list_activations,
+    parse_spec,
+    register_activation,
+)
+from robustbench_act.errors import UserError
+
+SCALES = ("silu", "hardsilu", "gelu", "mish")
+
+
+def _formula(x: torch.Tensor, scale: str, alpha: float, red: tuple[int, ...]) -> torch.Tensor:
+    """LayerAct written out independently of the module (float64 reference)."""
+    m = x.shape[red[0]] if len(red) == 1 else math.prod(x.shape[d] for d in red)
+    mu = x.sum(dim=red, keepdim=True) / m
+    var = ((x - mu) ** 2).sum(dim=red, keepdim=True) / (m - 1)
+    n = (x - mu) / torch.sqrt(var + alpha)
+    s = {
+        "silu": lambda t: 1 / (1 + torch.exp(-t)),
+        "hardsilu": lambda t: torch.where(
+            t <= -3, torch.zeros_like(t), torch.where(t <= 3, t / 6 + 0.5, torch.ones_like(t))
+        ),
+        "gelu": lambda t: 0.5 * (1 + torch.special.erf(t / math.sqrt(2))),
+        "mish": lambda t: torch.tanh(torch.log1p(torch.exp(t))),
+    }[scale](n)
+    return x * s
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+@pytest.mark.parametrize("name", list_activations())
+def test_every_name_builds_runs_and_is_not_inplace(name: str) -> None:
+    torch.manual_seed(0)
+    m = get_activation(name)
+    assert isinstance(m, nn.Module)
+    assert m.actbench_spec == canonical_spec(name)
+    assert all(getattr(sub, "inplace", False) is False for sub in m.modules())
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    x_before = x.detach().clone()
+    y = m(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    y.square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert torch.equal(x.detach(), x_before)  # input untouched
+    assert get_activation(name) is not m  # fresh every time
+
+
+def test_expected_names_and_aliases() -> None:
+    names = set(list_activations())
+    expected = [
+        "relu",
+        "relu6",
+        "leaky_relu",
+        "prelu",
+        "elu",
+        "celu",
+        "selu",
+        "gelu",
+        "gelu_tanh",
+        "silu",
+        "swish",
+        "mish",
+        "hardswish",
+        "hardsilu",
+        "softplus",
+        "sigmoid",
+        "tanh",
+        "lecun_tanh",
+        "softsign",
+        "identity",
+        "la_silu",
+        "la_hardsilu",
+        "la_gelu",
+        "la_mish",
+        "an_silu",
+        "an_swish",
+        "an_relu",
+        "an_gelu",
+        "an_mish",
+    ]
+    assert set(expected) <= names
+    assert canonical_spec("swish") == "silu"
+    assert canonical_spec("hardsilu") == "hardswish"
+    assert canonical_spec("an_swish") == "an_silu"
+    assert isinstance(get_activation("swish"), nn.SiLU)
+    assert isinstance(get_activation("hardsilu"), nn.Hardswish)
+    kinds = {i.name: i.kind for i in describe_activations()}
+    assert kinds["relu"] == "element" and kinds["la_silu"] == "layeract"
+    assert kinds["an_silu"] == "anact"
+    assert "swish" in next(i for i in describe_activations() if i.name == "silu").aliases
+
+
+def test_kwargs_and_canonical_spec() -> None:
+    assert parse_spec("la_silu(alpha=0.1, dims='last')") == (
+        "la_silu",
+        {"alpha": 0.1, "dims": "last"},
+    )
+    assert parse_spec("  LA-SiLU ") == ("la_silu", {})
+    m = get_activation("la_silu(alpha=0.1)")
+    assert isinstance(m, LayerAct) and m.alpha == 0.1 and m.dims == "sample"
+    assert m.actbench_spec == "la_silu(alpha=0.1)"
+    assert get_activation("la_silu(dims='last', alpha=0.1)").actbench_spec == (
+        "la_silu(alpha=0.1, dims='last')"
+    )
+    assert canonical_spec("la_silu(alpha=1e-5)") == "la_silu"  # default dropped
+    assert canonical_spec("leaky_relu(negative_slope=0)") == canonical_spec(
+        "leaky_relu(negative_slope=0.0)"
+    )
+    lr = get_activation("leaky_relu(negative_slope=0.2)")
+    assert isinstance(lr, nn.LeakyReLU) and lr.negative_slope == 0.2 and not lr.inplace
+    an = get_activation("an_leaky_relu(negative_slope=0.2, momentum=0.5)")
+    assert isinstance(an, ANAct) and an.momentum == 0.5 and an.base.negative_slope == 0.2
+    assert an.actbench_spec == "an_leaky_relu(momentum=0.5, negative_slope=0.2)"
+    assert get_activation("an_hardsilu").actbench_spec == "an_hardswish"
+    assert isinstance(get_activation("an_tanh").base, nn.Tanh)
+    # round trip
+    for spec in ("la_gelu(alpha=0.1, dims='last')", "an_elu(alpha=0.5)", "prelu(init=0.1)"):
+        assert canonical_spec(canonical_spec(spec)) == canonical_spec(spec)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "la_silu(alpha=)",
+        "la_silu(os.system('x'))",
+        "la_silu(alpha=__import__('os').getcwd())",
+        "la_silu(**{'alpha': 1})",
+        "la_silu(alpha=1, alpha=2)",
+        "la_silu(alpha=1), relu(",
+        "la_silu(alpha=-1)",
+        "la_silu(alpha='big')",
+        "la_silu(dims='middle')",
+        "la_silu(beta=1)",
+        "relu(inplace=True)",
+        "hardtanh(min_val=2.0)",
+        "an_relu(momentum=2)",
+        "an_relu(nope=1)",
+        "",
+        "relu relu",
+    ],
+)
+def test_bad_specs_raise_one_line_user_error(spec: str) -> None:
+    with pytest.raises(UserError) as info:
+        get_activation(spec)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_name_suggests_closest() -> None:
+    with pytest.raises(UserError, match="closest: la_silu"):
+        get_activation("la_sillu")
+    with pytest.raises(UserError, match="unknown activation 'an_nothing'"):
+        get_activation("an_nothing")
+    with pytest.raises(UserError, match="unknown activation"):
+        get_activation("an_la_silu")  # only element-level bases
+
+
+def test_lecun_tanh_and_bounds() -> None:
+    x = torch.linspace(-6, 6, 101, dtype=torch.float64)
+    m = get_activation("lecun_tanh")
+    torch.testing.assert_close(m(x), 1.7159 * torch.tanh(2 * x / 3), rtol=0, atol=1e-12)
+    assert activation_bounds(m) == (-1.7159, 1.7159)
+    assert activation_bounds(get_activation("tanh")) == (-1.0, 1.0)
+    assert activation_bounds(get_activation("softsign")) == (-1.0, 1.0)
+    assert activation_bounds(get_activation("sigmoid")) == (0.0, 1.0)
+    assert activation_bounds(get_activation("hardtanh(min_val=-2, max_val=3)")) == (-2.0, 3.0)
+    assert activation_bounds(nn.Tanh()) == (-1.0, 1.0)
+    assert activation_bounds(nn.Sigmoid()) == (0.0, 1.0)
+    assert activation_bounds(nn.Hardsigmoid()) == (0.0, 1.0)
+    assert activation_bounds(nn.ReLU6()) == (0.0, 6.0)
+    from timm.layers import activations as timm_act
+
+    assert activation_bounds(timm_act.Tanh()) == (-1.0, 1.0)
+    assert activation_bounds(timm_act.Sigmoid()) == (0.0, 1.0)
+    for unbounded in ("relu", "silu", "gelu", "la_silu", "an_silu", "identity"):
+        assert activation_bounds(get_activation(unbounded)) is None
+    an = get_activation("an_tanh")
+    an.factor.fill_(2.0)
+    assert activation_bounds(an) == (-2.0, 2.0)
+    info = {i.name: i for i in describe_activations()}
+    assert info["tanh"].bounds == (-1.0, 1.0) and info["relu"].bounds is None
+
+
+def test_register_activation_decorator() -> None:
+    @register_activation("test_cube_act", kind="element", description="x^3", bounds=None)
+    class Cube(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x**3
+
+    try:
+        assert "test_cube_act" in list_activations()
+        assert isinstance(get_activation("test_cube_act"), Cube)
+        assert isinstance(get_activation("an_test_cube_act").base, Cube)
+        with pytest.raises(ValueError, match="already registered"):
+            register_activation("relu", kind="element", description="dup")(nn.ReLU)
+        with pytest.raises(ValueError, match="kind"):
+            register_activation("test_x", kind="weird", description="")
+    finally:
+        A._REGISTRY.pop("test_cube_act", None)
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+class _PluginAct(nn.Module):
+    """Plugin activation: x * 2."""
+
+    actbench_bounds = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * x
+
+
+def _broken_factory() -> nn.Module:
+    raise RuntimeError("never called")
+
+
+def test_entry_point_discovery(monkeypatch: pytest.MonkeyPatch) -> None:
+    eps = [
+        importlib.metadata.EntryPoint(
+            name="plugin_double", value=f"{__name__}:_PluginAct", group=A.ENTRY_POINT_GROUP
+        ),
+        importlib.metadata.EntryPoint(
+            name="plugin_broken", value="no_such_module_xyz:thing", group=A.ENTRY_POINT_GROUP
+        ),
+    ]
+    calls: list[str] = []
+
+    def fake_entry_points(*, group: str) -> list[importlib.metadata.EntryPoint]:
+        calls.append(group)
+        return eps if group == A.ENTRY_POINT_GROUP else []
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
+    A.refresh_entry_points()
+    try:
+        names = list_activations()
+        assert "plugin_double" in names and "plugin_broken" in names
+        assert get_activation("relu") is not None  # a broken plugin does not block others
+        m = get_activation("plugin_double")
+        assert isinstance(m, _PluginAct) and m.actbench_spec == "plugin_double"
+        assert isinstance(get_activation("an_plugin_double").base, _PluginAct)
+        with pytest.raises(UserError, match="plugin_broken.*no_such_module_xyz"):
+            get_activation("plugin_broken")
+        with pytest.raises(UserError, match="plugin_broken"):
+            describe_activations()
+        assert calls == [A.ENTRY_POINT_GROUP]  # discovered once, lazily
+    finally:
+        monkeypatch.undo()
+        A.refresh_entry_points()
+    assert "plugin_double" not in list_activations()
+
+
+# ----------------------------------------------------------------------------- LayerAct
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("dims", ["sample", "last"])
+def test_layeract_forward_matches_formula_and_gradcheck(scale: str, dims: str) -> None:
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(3, 4, 3, 5, generator=g, dtype=torch.float64) * 2 + 0.5).requires_grad_()
+    m = get_activation(f"la_{scale}(dims={dims!r}, alpha=0.01)")
+    red = (1, 2, 3) if dims == "sample" else (3,)
+    torch.testing.assert_close(m(x), _formula(x, scale, 0.01, red), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(m, (x,), eps=1e-6, atol=1e-7)
+    # also the exact gradient of the autograd reference, on a larger (non-gradcheck) input
+    xr = torch.randn(4, 6, 7, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    gout = torch.randn(4, 6, 7, 7, generator=g, dtype=torch.float64)
+    (gx,) = torch.autograd.grad(m(xr), xr, gout)
+    (gr,) = torch.autograd.grad(layer_act_reference(xr, scale, 0.01, dims), xr, gout)
+    torch.testing.assert_close(gx, gr, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(3, 8), (3, 6, 5), (3, 4, 5, 5)])
+def test_layeract_shapes_and_sample_independence(shape: tuple[int, ...]) -> None:
+    torch.manual_seed(2)
+    m = get_activation("la_silu")
+    x = torch.randn(*shape, dtype=torch.float64)
+    x[1:] *= 50  # other samples on a very different scale
+    batched = m(x)
+    alone = m(x[:1])
+    assert batched.shape == x.shape
+    torch.testing.assert_close(batched[:1], alone, rtol=0, atol=1e-14)
+    if len(shape) == 3:
+        mlast = get_activation("la_silu(dims='last')")
+        torch.testing.assert_close(mlast(x)[:, :1], mlast(x[:, :1]), rtol=0, atol=1e-14)
+
+
+def test_layeract_train_eval_same_and_no_state() -> None:
+    m = get_activation("la_gelu")
+    assert list(m.parameters()) == [] and list(m.buffers()) == []
+    x = torch.randn(4, 3, 6, 6)
+    y_train = m.train()(x)
+    torch.testing.assert_close(m.eval()(x), y_train, rtol=0, atol=0)
+
+
+def test_layeract_channels_last() -> None:
+    torch.manual_seed(3)
+    m = get_activation("la_mish")
+    x = torch.randn(2, 8, 5, 5)
+    xcl = x.clone().to(memory_format=torch.channels_last).requires_grad_()
+    xc = x.clone().requires_grad_()
+    ycl, yc = m(xcl), m(xc)
+    torch.testing.assert_close(ycl, yc, rtol=1e-6, atol=1e-6)
+    gout = torch.randn_like(yc)
+    ycl.backward(gout)
+    yc.backward(gout)
+    torch.testing.assert_close(xcl.grad, xc.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_layeract_bf16_autocast_uses_fp32_statistics() -> None:
+    g = torch.Generator().manual_seed(4)
+    # a large common offset: bf16 statistics would lose the per-sample spread entirely
+    x32 = torch.randn(4, 8, 6, 6, generator=g) * 0.05 + 40.0
+    xb = x32.to(torch.bfloat16)
+    m = get_activation("la_silu")
+    ref = layer_act_reference(xb.double(), "silu", 1e-5, "sample")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(xb)
+    assert out.dtype == torch.bfloat16
+    # fp32 statistics: the only error left is the final rounding to bf16 (half an ulp)
+    tol = ref.abs() * 2.0**-8 + 1e-6
+    assert ((out.double() - ref).abs() <= tol).all()
+    # the same formula computed in bf16 breaks that bound, so this test can fail
+    naive = layer_act_reference(xb, "silu", 1e-5, "sample")
+    assert ((naive.double() - ref).abs() > 2 * tol).any()
+    # gradient flows back in the input dtype
+    xg = xb.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        m(xg).float().sum().backward()
+    assert xg.grad is not None and xg.grad.dtype == torch.bfloat16
+
+
+def test_layeract_saves_less_than_autograd_reference() -> None:
+    x = torch.randn(8, 16, 16, 16, requires_grad=True)
+
+    def saved_bytes(fn) -> int:
+        seen: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            st = t.untyped_storage()
+            seen[st.data_ptr()] = st.nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fn(x)
+        return sum(seen.values())
+
+    custom = saved_bytes(get_activation("la_silu"))
+    naive = saved_bytes(lambda t: layer_act_reference(t, "silu"))
+    assert custom < 1.1 * x.numel() * 4  # the input plus a few per-sample scalars
+    assert naive >= 2 * x.numel() * 4
+
+
+# ----------------------------------------------------------------------------- ANAct
+
+
+def test_anact_factor_formula_train_update_and_eval_frozen() -> None:
+    x = torch.tensor([[-2.0, -1.0, 0.5, 1.0], [2.0, 3.0, -0.5, 0.0]])
+    m = get_activation("an_relu")
+    assert isinstance(m, ANAct) and "factor" in m.state_dict()
+    assert float(m.factor) == 1.0
+    relu = torch.relu(x)
+    rho = relu.pow(2).mean() / x.pow(2).mean()
+    rho_p = (x > 0).float().mean()  # relu'(x)^2
+    lam = float((rho * rho_p) ** -0.25)
+    m.train()
+    y = m(x)
+    torch.testing.assert_close(y, lam * relu)  # training uses the batch lambda
+    assert float(m.factor) == pytest.approx(0.9 + 0.1 * lam, rel=1e-6)
+    m(x)
+    assert float(m.factor) == pytest.approx(0.9 * (0.9 + 0.1 * lam) + 0.1 * lam, rel=1e-6)
+    frozen = float(m.factor)
+    m.eval()
+    y_eval = m(x * 3)
+    assert float(m.factor) == frozen
+    torch.testing.assert_close(y_eval, frozen * torch.relu(x * 3))
+    # state dict round trip
+    m2 = get_activation("an_relu")
+    m2.load_state_dict(m.state_dict())
+    assert float(m2.factor) == frozen
+
+
+def test_anact_silu_uses_derivative_and_gradients() -> None:
+    torch.manual_seed(5)
+    x = torch.randn(16, 3, 4, 4, requires_grad=True)
+    m = get_activation("an_silu(momentum=1.0)").train()
+    y = m(x)
+    xd = x.detach()
+    s = torch.sigmoid(xd)
+    f, df = xd * s, s * (1 + xd * (1 - s))
+    lam = float(((f.pow(2).mean() / xd.pow(2).mean()) * df.pow(2).mean()) ** -0.25)
+    assert float(m.factor) == pytest.approx(lam, rel=1e-5)
+    y.sum().backward()  # no gradient through lambda: d/dx = lambda * f'(x)
+    torch.testing.assert_close(x.grad, lam * df, rtol=1e-5, atol=1e-6)
+
+
+def test_anact_degenerate_batch_keeps_factor() -> None:
+    m = get_activation("an_relu").train()
+    m.factor.fill_(1.5)
+    y = m(-torch.ones(4, 3))  # relu is 0 everywhere: rho = 0
+    assert torch.isfinite(y).all() and float(m.factor) == pytest.approx(1.5)
+    with pytest.raises(UserError):
+        ANAct(42)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _invoke(args: list[str]) -> Any:
+    from robustbench_act.cli import app
+
+    # A Typer app with a single command and no callback runs that command directly.
+    prefix = ["activations"] if isinstance(typer.main.get_command(app), TyperGroup) else []
+    return CliRunner().invoke(app, prefix + args)
+
+
+def test_cli_table_and_json() -> None:
+    res = _invoke([])
+    assert res.exit_code == 0, res.output
+    for name in ("la_silu", "lecun_tanh", "an_silu", "relu"):
+        assert name in res.output
+    res = _invoke(["--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["tanh"]["bounds"] == [-1.0, 1.0]
+    assert by_name["silu"]["aliases"] == ["swish"]
+    assert by_name["la_silu"]["kind"] == "layeract"
+    assert len(rows) == len(describe_activations())
+    res = _invoke(["--json", "--kind", "anact"])
+    assert {r["kind"] for r in json.loads(res.output)} == {"anact"}
+    res = _invoke(["--kind", "bogus"])
+    assert isinstance(res.exception, UserError)
