@@ -122,3 +122,117 @@ def _cv2_gaussian_taps(ksize: int, sigma: float) -> torch.Tensor:
     t = torch.arange(ksize, dtype=torch.float64) - (ksize - 1) / 2
     k = torch.exp(-(t**2) / (2 * sigma**2))
     return k / k.sum()
+
+
+# ---------------------------------------------------------------------------
+# Per-tap border mapping, bilinear sampling, filter matrices, shared-kernel filters
+# ---------------------------------------------------------------------------
+
+
+def border_map(idx: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """Map integer indices (any tensor, any range) into [0, size) with a scipy border mode.
+
+    ``constant`` maps out-of-range indices to ``-1`` (the caller masks them).
+    """
+    if mode == "nearest":
+        return idx.clamp(0, size - 1)
+    if mode == "wrap":
+        return idx % size
+    if mode == "constant":
+        return torch.where((idx >= 0) & (idx < size), idx, torch.full_like(idx, -1))
+    if size == 1:
+        return torch.zeros_like(idx)
+    if mode == "reflect":
+        period = 2 * size
+        p = idx % period
+        return torch.where(p < size, p, period - 1 - p)
+    if mode == "mirror":
+        period = 2 * size - 2
+        p = idx % period
+        return torch.where(p < size, p, period - p)
+    raise ValueError(f"unknown border mode {mode!r}; modes: {', '.join(BORDER_MODES)}")
+
+
+def sample_bilinear(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: str = "reflect") -> torch.Tensor:
+    """Bilinear samples of ``x`` (N, C, H, W) at per-sample pixel coordinates.
+
+    ``ys``/``xs``: (N, Ho, Wo) row/column coordinates in pixels (0 = first pixel centre).
+    Every one of the four taps is mapped into the image with ``mode`` separately, which
+    is what scipy.ndimage.map_coordinates(order=1) and OpenCV's remap do, so
+    ``reflect`` / ``mirror`` here equal scipy's modes and cv2's BORDER_REFLECT / _101.
+    One gather per tap for the whole batch.
+    """
+    n, c, h, w = x.shape
+    ho, wo = ys.shape[-2:]
+    ys = ys.to(x.dtype)
+    xs = xs.to(x.dtype)
+    y0f = torch.floor(ys)
+    x0f = torch.floor(xs)
+    fy = (ys - y0f).unsqueeze(1)
+    fx = (xs - x0f).unsqueeze(1)
+    y0 = y0f.to(torch.int64)
+    x0 = x0f.to(torch.int64)
+    flat = x.reshape(n, c, h * w)
+    out = None
+    for dy, wy in ((0, 1.0 - fy), (1, fy)):
+        yi = border_map(y0 + dy, h, mode)
+        for dx, wx in ((0, 1.0 - fx), (1, fx)):
+            xi = border_map(x0 + dx, w, mode)
+            idx = (yi * w + xi).reshape(n, 1, ho * wo)
+            if mode == "constant":
+                valid = ((yi >= 0) & (xi >= 0)).reshape(n, 1, ho * wo)
+                idx = idx.clamp(min=0)
+            v = flat.gather(2, idx.expand(n, c, ho * wo))
+            if mode == "constant":
+                v = v * valid
+            term = v.reshape(n, c, ho, wo) * (wy * wx)
+            out = term if out is None else out + term
+    assert out is not None
+    return out
+
+
+def filter_matrix(size: int, kernel: torch.Tensor, mode: str, device: torch.device | None = None,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(size, size) matrix A with ``A @ v`` = 1-D correlation of ``v`` with ``kernel`` in ``mode``.
+
+    Folds every tap of a kernel of any length (longer than the signal too: multiple
+    reflections) onto the signal, so a long Gaussian costs one small matmul.
+    """
+    k = kernel.to(torch.float64).flatten()
+    r = (k.numel() - 1) // 2
+    rows = torch.arange(size).view(-1, 1).expand(size, k.numel())
+    pos = rows + torch.arange(k.numel()).view(1, -1) - r
+    cols = border_map(pos, size, mode)
+    weights = k.view(1, -1).expand(size, k.numel())
+    keep = cols >= 0
+    a = torch.zeros(size, size, dtype=torch.float64)
+    a.index_put_((rows[keep], cols[keep]), weights[keep], accumulate=True)
+    return a.to(device=device, dtype=dtype)
+
+
+def separable_filter_matrix(x: torch.Tensor, kernel_h: torch.Tensor, kernel_w: torch.Tensor,
+                            mode: str) -> torch.Tensor:
+    """Like :func:`separable_filter` but as two matmuls (fast for very long kernels)."""
+    h, w = x.shape[-2:]
+    ah = filter_matrix(h, kernel_h, mode, x.device, x.dtype)
+    aw = filter_matrix(w, kernel_w, mode, x.device, x.dtype)
+    return torch.matmul(torch.matmul(ah, x), aw.transpose(0, 1))
+
+
+def filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "mirror") -> torch.Tensor:
+    """Correlate every (sample, channel) plane of ``x`` with one shared odd 2-D kernel.
+
+    ``mode="mirror"`` is OpenCV's default BORDER_REFLECT_101 (cv2.filter2D). All-zero
+    outer rings of the kernel are dropped first (exact, and much faster for small disks).
+    """
+    k = kernel.to(torch.float64)
+    while k.shape[0] > 1 and k.shape[1] > 1 and bool((k[0] == 0).all() & (k[-1] == 0).all()
+                                                    & (k[:, 0] == 0).all() & (k[:, -1] == 0).all()):
+        k = k[1:-1, 1:-1]
+    kh, kw = k.shape
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"kernel sizes must be odd, got {kh}x{kw}")
+    n, c, h, w = x.shape
+    y = pad2d(x.reshape(n * c, 1, h, w), (kh // 2, kh // 2), (kw // 2, kw // 2), mode)
+    y = F.conv2d(y, k.to(device=x.device, dtype=x.dtype).view(1, 1, kh, kw))
+    return y.reshape(n, c, h, w)

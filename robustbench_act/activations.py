@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import importlib.metadata
 import inspect
 import math
@@ -393,25 +394,36 @@ def describe_activations() -> list[ActivationInfo]:
 
 # ----------------------------------------------------------------------------- bounds
 
-_BOUNDED_TYPES: list[tuple[type[nn.Module], tuple[float, float]]] = [
+_TORCH_BOUNDED: list[tuple[type[nn.Module], tuple[float, float]]] = [
     (nn.Tanh, (-1.0, 1.0)),
     (nn.Softsign, (-1.0, 1.0)),
     (nn.Sigmoid, (0.0, 1.0)),
     (nn.Hardsigmoid, (0.0, 1.0)),
 ]
-try:  # timm defines its own (non-subclass) versions
-    from timm.layers import activations as _timm_act
 
-    _BOUNDED_TYPES += [
-        (_timm_act.Tanh, (-1.0, 1.0)),
-        (_timm_act.Sigmoid, (0.0, 1.0)),
-        (_timm_act.HardSigmoid, (0.0, 1.0)),
-    ]
-    from timm.layers import activations_me as _timm_me
 
-    _BOUNDED_TYPES.append((_timm_me.HardSigmoidMe, (0.0, 1.0)))
-except (ImportError, AttributeError):  # pragma: no cover - timm layout changed
-    pass
+@functools.lru_cache(maxsize=1)
+def _bounded_types() -> tuple[tuple[type[nn.Module], tuple[float, float]], ...]:
+    """Bounded activation classes, timm's own (non-subclass) versions included.
+
+    timm is imported here, on first use, not at module import: importing timm costs
+    seconds and most CLI commands never need it.
+    """
+    types = list(_TORCH_BOUNDED)
+    try:
+        from timm.layers import activations as _timm_act
+
+        types += [
+            (_timm_act.Tanh, (-1.0, 1.0)),
+            (_timm_act.Sigmoid, (0.0, 1.0)),
+            (_timm_act.HardSigmoid, (0.0, 1.0)),
+        ]
+        from timm.layers import activations_me as _timm_me
+
+        types.append((_timm_me.HardSigmoidMe, (0.0, 1.0)))
+    except (ImportError, AttributeError):  # pragma: no cover - timm layout changed
+        pass
+    return tuple(types)
 
 
 def activation_bounds(module: nn.Module) -> tuple[float, float] | None:
@@ -428,7 +440,7 @@ def activation_bounds(module: nn.Module) -> tuple[float, float] | None:
     explicit = getattr(module, "actbench_bounds", None)
     if explicit is not None:
         return (float(explicit[0]), float(explicit[1]))
-    for cls, b in _BOUNDED_TYPES:
+    for cls, b in _bounded_types():
         if isinstance(module, cls):
             return b
     return None
