@@ -357,7 +357,12 @@ def apply(
     grey = c == 1 and corruption.rgb
     if grey:
         x = x.expand(n, 3, h, w).contiguous()
-    out = corruption.fn(x.contiguous(), p, rng)
+    # Exact float32 convolutions on CUDA (no TF32) and deterministic cuDNN algorithms, so a
+    # sample's result is bit-reproducible on a device and close to the CPU result.
+    with torch.backends.cudnn.flags(
+        enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True, allow_tf32=False
+    ):
+        out = corruption.fn(x.contiguous(), p, rng)
     if not isinstance(out, torch.Tensor) or out.shape != x.shape:
         raise CorruptionError(
             f"corruption {name!r} returned {getattr(out, 'shape', type(out))}, expected {tuple(x.shape)}"

@@ -1,0 +1,375 @@
+"""Digital corruptions: contrast, elastic_transform, pixelate, jpeg_compression (group
+digital), brightness (group weather) and saturate (extra).
+
+Parameters (for ``apply(..., params={...})``): contrast ``factor``; brightness
+``delta`` (added to V in HSV); saturate ``scale``, ``shift`` (S := S*scale + shift);
+pixelate ``scale`` (box-down to int(size*scale) then box-up); jpeg_compression
+``quality`` (1..100, libjpeg/PIL scale); elastic_transform ``alpha``, ``sigma``,
+``affine`` as fractions of the image size min(H, W) (the reference multiplies by
+IMSIZE; its ImageNet table by 244 at 224 px, kept here as factors * 244/224).
+
+Everything is batched on tensors except the JPEG codec, which runs per image inside
+torchvision's (libjpeg-turbo) batched list API on the CPU; it produces the same bytes
+and pixels as PIL's ``save(format='JPEG', quality=q)`` (4:2:0, baseline, islow DCT).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+
+import torch
+
+from corruptions import ops
+from corruptions.registry import CorruptionError, register
+from corruptions.rng import SampleRNG
+
+
+def _number(name: str, key: str, value: object, low: float | None = None) -> float:
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise CorruptionError(f"{name}: parameter {key} must be a number, got {value!r}") from None
+    if not math.isfinite(v) or (low is not None and v < low):
+        bound = f" >= {low}" if low is not None else ""
+        raise CorruptionError(
+            f"{name}: parameter {key} must be a finite number{bound}, got {value!r}"
+        )
+    return v
+
+
+# --------------------------------------------------------------------------- HSV (skimage)
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """skimage.color.rgb2hsv on (N, 3, H, W): H, S, V in [0, 1], ties resolved like skimage."""
+    r, g, b = x.unbind(1)
+    v = x.amax(1)
+    delta = v - x.amin(1)
+    grey = delta == 0
+    safe = torch.where(grey, torch.ones_like(delta), delta)
+    s = torch.where(
+        grey, torch.zeros_like(delta), delta / torch.where(v == 0, torch.ones_like(v), v)
+    )
+    h = torch.zeros_like(v)
+    h = torch.where(r == v, (g - b) / safe, h)
+    h = torch.where(g == v, 2.0 + (b - r) / safe, h)
+    h = torch.where(b == v, 4.0 + (r - g) / safe, h)
+    h = torch.remainder(h / 6.0, 1.0)
+    h = torch.where(grey, torch.zeros_like(h), h)
+    return torch.stack([h, s, v], 1)
+
+
+# hsv2rgb sector table over the candidates (v, t, p, q)
+_HSV_SECTORS = torch.tensor([[0, 1, 2], [3, 0, 2], [2, 0, 1], [2, 3, 0], [1, 2, 0], [0, 2, 3]])
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """skimage.color.hsv2rgb on (N, 3, H, W)."""
+    h, s, v = hsv.unbind(1)
+    hi = torch.floor(h * 6.0)
+    f = h * 6.0 - hi
+    p = v * (1.0 - s)
+    q = v * (1.0 - f * s)
+    t = v * (1.0 - (1.0 - f) * s)
+    sector = torch.remainder(hi.to(torch.int64), 6)
+    cand = torch.stack([v, t, p, q], 1)  # (N, 4, H, W)
+    idx = _HSV_SECTORS.to(hsv.device)[sector].permute(0, 3, 1, 2)  # (N, 3, H, W)
+    return cand.gather(1, idx)
+
+
+# --------------------------------------------------------------------------- contrast
+
+
+@register(
+    "contrast",
+    group="digital",
+    presets={
+        "cifar": [0.75, 0.5, 0.4, 0.3, 0.15],
+        "tinyimagenet": [0.4, 0.3, 0.2, 0.1, 0.05],
+        "imagenet": [0.4, 0.3, 0.2, 0.1, 0.05],
+    },
+    param_names=("factor",),
+    random=False,
+    description="(x - mean) * factor + mean, mean per image and channel",
+)
+def contrast(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
+    """Contrast reduction towards the per-image, per-channel mean."""
+    factor = _number("contrast", "factor", params["factor"], 0.0)
+    x = images.to(torch.float64)
+    means = x.mean(dim=(2, 3), keepdim=True)
+    return ((x - means) * factor + means).to(images.dtype)
+
+
+# --------------------------------------------------------------------------- brightness / saturate
+
+
+@register(
+    "brightness",
+    group="weather",
+    presets={
+        "cifar": [0.05, 0.1, 0.15, 0.2, 0.3],
+        "tinyimagenet": [0.1, 0.2, 0.3, 0.4, 0.5],
+        "imagenet": [0.1, 0.2, 0.3, 0.4, 0.5],
+    },
+    param_names=("delta",),
+    random=False,
+    rgb=True,
+    description="V := clip(V + delta) in HSV",
+)
+def brightness(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
+    """skimage rgb2hsv, V += delta (clipped), hsv2rgb; computed in float64."""
+    delta = _number("brightness", "delta", params["delta"])
+    hsv = rgb_to_hsv(images.to(torch.float64))
+    hsv = torch.stack([hsv[:, 0], hsv[:, 1], (hsv[:, 2] + delta).clamp(0.0, 1.0)], 1)
+    return hsv_to_rgb(hsv).to(images.dtype)
+
+
+@register(
+    "saturate",
+    group="extra",
+    presets={
+        "cifar": [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)],
+        "tinyimagenet": [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (30, 0.2)],
+        "imagenet": [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)],
+    },
+    param_names=("scale", "shift"),
+    random=False,
+    rgb=True,
+    description="S := clip(S * scale + shift) in HSV",
+)
+def saturate(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
+    """skimage rgb2hsv, S := S*scale + shift (clipped), hsv2rgb; computed in float64."""
+    scale = _number("saturate", "scale", params["scale"])
+    shift = _number("saturate", "shift", params["shift"])
+    hsv = rgb_to_hsv(images.to(torch.float64))
+    hsv = torch.stack([hsv[:, 0], (hsv[:, 1] * scale + shift).clamp(0.0, 1.0), hsv[:, 2]], 1)
+    return hsv_to_rgb(hsv).to(images.dtype)
+
+
+# --------------------------------------------------------------------------- pixelate (PIL BOX)
+
+_PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed-point precision for 8-bit images
+
+
+@functools.lru_cache(maxsize=256)
+def _pil_box_coeffs(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pillow's precompute_coeffs + normalize_coeffs_8bpc for the BOX filter.
+
+    Returns (out_size, ksize) source indices and int64 fixed-point weights. Pillow's
+    BOX is a box on pixel centres (weight 1 if (x + 0.5 - centre)/scale in (-0.5, 0.5],
+    renormalised), not an area average: upsampling is nearest-neighbour.
+    """
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 0.5 * filterscale
+    ksize = int(math.ceil(support)) * 2 + 1
+    ss = 1.0 / filterscale
+    idx = torch.zeros(out_size, ksize, dtype=torch.int64)
+    kk = torch.zeros(out_size, ksize, dtype=torch.int64)
+    for xx in range(out_size):  # table construction only (once per size pair)
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size) - xmin
+        ws = [1.0 if -0.5 < (x + xmin - center + 0.5) * ss <= 0.5 else 0.0 for x in range(xmax)]
+        ww = sum(ws)
+        for x, wgt in enumerate(ws):
+            k = wgt / ww if ww != 0.0 else wgt
+            kk[xx, x] = int(0.5 + k * (1 << _PRECISION_BITS))
+            idx[xx, x] = xmin + x
+    return idx, kk
+
+
+def _pil_box_axis(levels: torch.Tensor, out_size: int, dim: int) -> torch.Tensor:
+    """Resample int64 levels (N, C, H, W) along ``dim`` (2 or 3) exactly like Pillow 8bpc."""
+    in_size = levels.shape[dim]
+    if in_size == out_size:
+        return levels
+    idx, kk = (t.to(levels.device) for t in _pil_box_coeffs(in_size, out_size))
+    taps = levels.index_select(dim, idx.flatten())
+    shape = list(levels.shape)
+    shape[dim : dim + 1] = [out_size, idx.shape[1]]
+    taps = taps.reshape(shape)
+    kshape = [1] * taps.ndim
+    kshape[dim], kshape[dim + 1] = idx.shape
+    acc = (taps * kk.view(kshape)).sum(dim + 1) + (1 << (_PRECISION_BITS - 1))
+    return (acc >> _PRECISION_BITS).clamp(0, 255)
+
+
+def pil_box_resize(levels: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """PIL ``Image.resize((width, height), Image.BOX)`` on uint8-valued int64 levels (N, C, H, W).
+
+    Horizontal pass first, rounded to 8 bits, then vertical, as Pillow does.
+    """
+    return _pil_box_axis(_pil_box_axis(levels, width, 3), height, 2)
+
+
+@register(
+    "pixelate",
+    group="digital",
+    presets={
+        "cifar": [0.95, 0.9, 0.85, 0.75, 0.65],
+        "tinyimagenet": [0.9, 0.8, 0.7, 0.6, 0.5],
+        "imagenet": [0.6, 0.5, 0.4, 0.3, 0.25],
+    },
+    param_names=("scale",),
+    random=False,
+    description="PIL BOX resize to int(size*scale) and back",
+)
+def pixelate(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
+    """Bit-exact PIL BOX down/up resize on the 8-bit image (as the reference's PIL path)."""
+    scale = _number("pixelate", "scale", params["scale"])
+    n, c, h, w = images.shape
+    sh, sw = int(h * scale), int(w * scale)
+    if not 0 < scale <= 1 or sh < 1 or sw < 1:
+        raise CorruptionError(
+            f"pixelate: scale must be in (0, 1] and leave >= 1 pixel, got {scale!r}"
+        )
+    levels = torch.round(images * 255.0).clamp(0, 255).to(torch.int64)
+    out = pil_box_resize(pil_box_resize(levels, sh, sw), h, w)
+    return out.to(images.dtype) / 255.0
+
+
+# --------------------------------------------------------------------------- jpeg
+
+
+@register(
+    "jpeg_compression",
+    group="digital",
+    presets={
+        "cifar": [80, 65, 58, 50, 40],
+        "tinyimagenet": [65, 58, 50, 40, 25],
+        "imagenet": [25, 18, 15, 10, 7],
+    },
+    param_names=("quality",),
+    random=False,
+    description="JPEG encode/decode at the given quality (libjpeg, 4:2:0 like PIL)",
+)
+def jpeg_compression(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
+    """torchvision encode_jpeg/decode_jpeg (batched list API) on the CPU, back to the input device."""
+    q = params["quality"]
+    if isinstance(q, bool) or not isinstance(q, (int, float)) or int(q) != q or not 1 <= q <= 100:
+        raise CorruptionError(f"jpeg_compression: quality must be an integer 1..100, got {q!r}")
+    levels = torch.round(images * 255.0).clamp(0, 255).to(torch.uint8).cpu()
+    with warnings.catch_warnings():
+        # torchvision >= 0.29 warns on every call that its codecs move to TorchCodec
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import decode_jpeg, encode_jpeg
+
+        encoded = encode_jpeg(list(levels.unbind(0)), quality=int(q))
+        decoded = decode_jpeg(encoded)
+    out = torch.stack(decoded, 0)
+    return out.to(device=images.device, dtype=images.dtype) / 255.0
+
+
+# --------------------------------------------------------------------------- elastic_transform
+
+
+def elastic_warp(
+    images: torch.Tensor,
+    jitter: torch.Tensor,
+    noise_x: torch.Tensor,
+    noise_y: torch.Tensor,
+    alpha: float,
+    sigma: float,
+) -> torch.Tensor:
+    """The reference elastic transform for given random inputs, batched.
+
+    ``jitter``: (N, 3, 2) offsets (pixels) of the three affine control points;
+    ``noise_x``/``noise_y``: (N, H, W) uniform(-1, 1) fields; ``alpha``, ``sigma`` in
+    pixels. Stage 1 = cv2.getAffineTransform + warpAffine (bilinear on a 1/32-pixel
+    grid, BORDER_REFLECT_101); stage 2 = displacement gaussian(noise, sigma,
+    mode='reflect', truncate=3) * alpha and map_coordinates(order=1, mode='reflect').
+    """
+    n, c, h, w = images.shape
+    dev = images.device
+    # control points exactly as the reference builds them (cv2 reads them as (x, y))
+    c0, c1 = float(h // 2), float(w // 2)
+    sq = float(min(h, w) // 3)
+    pts1 = torch.tensor(
+        [[c0 + sq, c1 + sq], [c0 + sq, c1 - sq], [c0 - sq, c1 - sq]], dtype=torch.float32
+    )
+    pts2 = (pts1.to(dev) + jitter.to(device=dev, dtype=torch.float32)).to(torch.float64)
+    src = torch.cat([pts1.to(torch.float64), torch.ones(3, 1, dtype=torch.float64)], 1).to(dev)
+    m = torch.linalg.solve(src.expand(n, 3, 3), pts2).transpose(
+        1, 2
+    )  # (N, 2, 3): M @ [x, y, 1] = dst
+    lin_inv = torch.linalg.inv(m[:, :, :2])
+    shift_inv = -(lin_inv @ m[:, :, 2:]).squeeze(-1)  # (N, 2)
+    yy, xx = torch.meshgrid(
+        torch.arange(h, device=dev, dtype=torch.float64),
+        torch.arange(w, device=dev, dtype=torch.float64),
+        indexing="ij",
+    )
+
+    # cv2.warpAffine's fixed-point addressing (AB_BITS = 10, INTER_BITS = 5): the row
+    # part and the column part of the inverse map are rounded to 1/1024 separately,
+    # summed with a half-step, and truncated to the 1/32-pixel interpolation grid.
+    def address(row: int) -> torch.Tensor:
+        a = lin_inv[:, row, 0, None, None]
+        b = lin_inv[:, row, 1, None, None]
+        base = torch.round((b * yy + shift_inv[:, row, None, None]) * 1024.0) + 16.0
+        delta = torch.round(a * xx * 1024.0)
+        return torch.floor((base + delta) / 32.0) / 32.0
+
+    sx = address(0)
+    sy = address(1)
+    warped = ops.sample_bilinear(images, sy, sx, mode="mirror")
+
+    if alpha == 0.0:
+        return warped
+    kernel = ops.gaussian_kernel1d(sigma, truncate=3.0)
+    fields = torch.stack([noise_x, noise_y], 1).to(device=dev, dtype=torch.float32)
+    disp = ops.separable_filter_matrix(fields, kernel, kernel, "reflect") * alpha
+    ys = yy.to(torch.float32) + disp[:, 1]
+    xs = xx.to(torch.float32) + disp[:, 0]
+    return ops.sample_bilinear(warped, ys, xs, mode="reflect")
+
+
+_SIC = 244.0 / 224.0  # the ImageNet script multiplies by 244 at 224 px
+
+
+@register(
+    "elastic_transform",
+    group="digital",
+    presets={
+        "cifar": [
+            (0, 0, 0.08),
+            (0.05, 0.2, 0.07),
+            (0.08, 0.06, 0.06),
+            (0.1, 0.04, 0.05),
+            (0.1, 0.03, 0.03),
+        ],
+        "tinyimagenet": [
+            (0, 0, 0.08),
+            (0.05, 0.3, 0.06),
+            (0.1, 0.08, 0.06),
+            (0.1, 0.03, 0.03),
+            (0.16, 0.03, 0.02),
+        ],
+        "imagenet": [
+            tuple(v * _SIC for v in row)
+            for row in [
+                (2, 0.7, 0.1),
+                (2, 0.08, 0.2),
+                (0.05, 0.01, 0.02),
+                (0.07, 0.01, 0.02),
+                (0.12, 0.01, 0.02),
+            ]
+        ],
+    },
+    param_names=("alpha", "sigma", "affine"),
+    description="random affine jitter, then smooth random displacement (fractions of the size)",
+)
+def elastic_transform(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
+    """Hendrycks' elastic transform; parameters are multiplied by min(H, W)."""
+    n, c, h, w = images.shape
+    size = min(h, w)
+    alpha = _number("elastic_transform", "alpha", params["alpha"], 0.0) * size
+    sigma = _number("elastic_transform", "sigma", params["sigma"], 0.0) * size
+    affine = _number("elastic_transform", "affine", params["affine"], 0.0) * size
+    jitter = ((rng.uniform(3, 2, dtype=torch.float64) * 2.0 - 1.0) * affine).to(torch.float32)
+    noise_x = rng.uniform(h, w, dtype=torch.float64) * 2.0 - 1.0
+    noise_y = rng.uniform(h, w, dtype=torch.float64) * 2.0 - 1.0
+    return elastic_warp(images, jitter, noise_x, noise_y, alpha, sigma)
