@@ -1,0 +1,151 @@
+"""Training throughput and memory per activation: ResNet-20 on 32x32 images, side by side.
+
+For each activation the same loop runs (uint8 batch -> crop+flip on the device ->
+normalise -> forward -> cross-entropy -> backward -> SGD step, i.e. robustbench_act.train's
+per-iteration work) on synthetic CIFAR-sized data, after warm-up iterations.  Reported:
+
+- images/s (median over ``--repeats`` timed windows, activations interleaved per repeat so
+  drifting machine load hits all of them alike) and the ratio to relu;
+- saved MB: bytes autograd keeps for the backward pass of one batch (tensors deduplicated
+  by storage) -- the activation memory, the same number on every device;
+- peak MB: ``torch.cuda.max_memory_allocated`` on CUDA (model, optimizer, batch and
+  activations), or the growth of the process's peak RSS on CPU (first activation measured
+  carries the allocator's warm-up; read it with care).
+
+Usage: ``python benchmarks/train.py [--device auto] [--batch-size 128] [--steps 10]
+[--repeats 3] [--amp bf16] [--channels-last] [--activations relu,silu,...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_ACTS = "relu,silu,gelu,la_silu,la_hardsilu,an_silu"
+
+
+def saved_bytes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Bytes of the tensors autograd saves for backward in one training forward pass."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:
+            st = t.untyped_storage()
+            seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
+        except (RuntimeError, NotImplementedError):
+            seen[id(t)] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return sum(seen.values())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--model", default="resnet20")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=10, help="timed iterations per repeat")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--amp", default=None, choices=[None, "bf16", "fp16"])
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--activations", default=DEFAULT_ACTS)
+    args = ap.parse_args()
+
+    from robustbench_act.models import build_model
+    from robustbench_act.train import _crop_flip, resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = resolve_device(args.device)
+    acts = [a.strip() for a in args.activations.split(",") if a.strip()]
+    b = args.batch_size
+    gen = torch.Generator().manual_seed(0)
+    pool = torch.randint(0, 256, (8 * b, 3, 32, 32), dtype=torch.uint8, generator=gen).to(dev)
+    labels = torch.randint(0, 10, (8 * b,), generator=gen).to(dev)
+    mean = torch.tensor([0.49, 0.48, 0.45], device=dev).view(1, 3, 1, 1)
+    std = torch.tensor([0.25, 0.24, 0.26], device=dev).view(1, 3, 1, 1)
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp or "")
+    mf = torch.channels_last if args.channels_last else torch.contiguous_format
+
+    def batch(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(0, len(pool), (b,), generator=gen).to(dev)
+        off = torch.randint(0, 9, (b, 2), generator=gen)
+        flip = torch.rand(b, generator=gen) < 0.5
+        x = _crop_flip(pool[idx], off, flip, 4)
+        x = ((x.float() / 255.0 - mean) / std).contiguous(memory_format=mf)
+        return x, labels[idx]
+
+    setups = {}
+    for a in acts:
+        torch.manual_seed(0)
+        m = build_model(args.model, num_classes=10, activation=a).to(dev).to(memory_format=mf)
+        opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+        setups[a] = (m, opt)
+
+    def step(m: torch.nn.Module, opt: torch.optim.Optimizer, k: int) -> None:
+        x, y = batch(k)
+        with torch.autocast(dev.type, dtype=amp) if amp else torch.autocast(dev.type, enabled=False):
+            loss = F.cross_entropy(m(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    rates: dict[str, list[float]] = {a: [] for a in acts}
+    saved: dict[str, float] = {}
+    peak: dict[str, float] = {}
+    for a in acts:  # warm-up and memory, one activation at a time
+        m, opt = setups[a]
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        for k in range(args.warmup):
+            step(m, opt, k)
+        sync()
+        if dev.type == "cuda":
+            peak[a] = torch.cuda.max_memory_allocated(dev) / 2**20
+        else:
+            peak[a] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+        x, y = batch(0)
+        saved[a] = saved_bytes(m, x, y) / 2**20
+    for _ in range(args.repeats):
+        for a in acts:
+            m, opt = setups[a]
+            sync()
+            t = time.perf_counter()
+            for k in range(args.steps):
+                step(m, opt, k)
+            sync()
+            rates[a].append(args.steps * b / (time.perf_counter() - t))
+
+    from robustbench_act.manifest import device_description
+
+    print(f"# {args.model} training step, batch {b}, 32x32, device {device_description(dev)}, "
+          f"amp {args.amp}, channels_last {args.channels_last}, torch {torch.__version__}, "
+          f"{args.steps} steps x {args.repeats} repeats (median)")  # fmt: skip
+    base = statistics.median(rates[acts[0]])
+    peak_name = "peak_cuda_MB" if dev.type == "cuda" else "peak_rss_growth_MB"
+    print(f"{'activation':<14}{'images/s':>10}{'vs ' + acts[0]:>10}{'saved_MB':>10}{peak_name:>20}")
+    for a in acts:
+        r = statistics.median(rates[a])
+        print(f"{a:<14}{r:>10.0f}{r / base:>10.2f}{saved[a]:>10.1f}{peak[a]:>20.1f}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

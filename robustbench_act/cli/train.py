@@ -1,0 +1,112 @@
+"""``actbench train``: train (or fine-tune) one model with one activation, seeded and resumable.
+
+Also what ``torchrun --nproc-per-node N -m robustbench_act train ...`` runs: the process
+group is joined here, ``--batch-size`` is the global batch, rank 0 writes the files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from robustbench_act.errors import UserError
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False
+    )
+    return typer.Exit(2)
+
+
+def default_recipe(dataset: str, checkpoint: str | None) -> str:
+    """Recipe when none is named: finetune with --checkpoint, digits for digits, else paper."""
+    if checkpoint:
+        return "finetune"
+    return "digits" if dataset.split(":")[0].lower() == "digits" else "paper"
+
+
+def train_command(
+    model: str | None = typer.Option(None, "--model", "-m", help="Model name (resnet20 ... wrn28_10, cnn_small, any timm name) [default: cnn_small for digits, else resnet20]."),
+    activation: str | None = typer.Option(None, "--activation", "-a", help="Activation spec put in every activation site, e.g. la_silu or 'la_silu(alpha=0.1)' [default: the model's own]."),
+    order: str = typer.Option("conventional", "--order", help="conventional (conv-BN-act) or swapped (conv-act-BN)."),
+    dataset: str = typer.Option("cifar10", "--dataset", "-d", help="cifar10, cifar100, digits or imagefolder:PATH."),
+    seed: int = typer.Option(0, "--seed", "-s", help="Seed of init, data order, augmentation and the validation split."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (checkpoint, train_log.csv, manifest.json, state.pt)."),
+    recipe: str | None = typer.Option(None, "--recipe", "-r", help="paper | fast | finetune | digits [default: digits for digits, finetune with --checkpoint, else paper]."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Train this many epochs (replaces the recipe's iterations)."),
+    iterations: int | None = typer.Option(None, "--iterations", help="Train this many iterations (replaces the recipe's epochs)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Global batch size (split across torchrun processes)."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
+    weight_decay: float | None = typer.Option(None, "--weight-decay", help="SGD weight decay."),
+    schedule: str | None = typer.Option(None, "--schedule", help="multistep | cosine | onecycle | constant."),
+    val_fraction: float | None = typer.Option(None, "--val-fraction", help="Stratified validation share of the training set (0: none, keep the last weights)."),
+    limit: int | None = typer.Option(None, "--limit", help="Use only the first N training images (smoke tests)."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1 ... [default: auto]."),
+    amp: str | None = typer.Option(None, "--amp", help="Mixed precision: bf16, fp16, auto (bf16 on CUDA) or none."),
+    config_file: Path | None = typer.Option(None, "--config", help="TOML/YAML file of training settings (CLI options win)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/state.pt (bit-identical to an uninterrupted run on CPU)."),
+    checkpoint: str | None = typer.Option(None, "--checkpoint", help="finetune: the local checkpoint to start from."),
+    download: bool = typer.Option(False, "--download", help="Let torchvision download CIFAR into --root."),
+    root: Path | None = typer.Option(None, "--root", help="Dataset root for cifar10/cifar100 [default: $ACTBENCH_DATA or ./data]."),
+    image_size: int | None = typer.Option(None, "--image-size", help="Resize images to this side (digits default 16)."),
+    workers: int | None = typer.Option(None, "--workers", help="Loader processes for datasets decoded per image."),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="torchrun on CUDA: use SyncBatchNorm."),
+    progress: bool = typer.Option(True, "--progress/--quiet", help="Show progress (rich bar on a terminal, one line per epoch otherwise)."),
+) -> None:  # fmt: skip
+    """Train a model with one activation (paper, fast, finetune or digits recipe) and save a checkpoint."""
+    from robustbench_act import distributed as dist
+
+    try:
+        dist.init_distributed()
+        _train(model=model, activation=activation, order=order, dataset=dataset, seed=seed, out=out,
+               recipe=recipe, epochs=epochs, iterations=iterations, batch_size=batch_size, lr=lr,
+               weight_decay=weight_decay, schedule=schedule, val_fraction=val_fraction, limit=limit,
+               device=device, amp=amp, config_file=config_file, resume=resume, checkpoint=checkpoint,
+               download=download, root=root, image_size=image_size, workers=workers, sync_bn=sync_bn,
+               progress=progress)  # fmt: skip
+    except UserError as exc:
+        raise _fail(exc) from None
+    finally:
+        dist.cleanup()
+
+
+def _train(**o: object) -> None:
+    from robustbench_act import distributed as dist
+    from robustbench_act.train import load_config, make_config, train_model
+
+    dataset = str(o["dataset"])
+    recipe = o["recipe"]
+    if recipe is None:
+        file_recipe = load_config(o["config_file"]).get("recipe") if o["config_file"] else None
+        recipe = file_recipe or default_recipe(dataset, o["checkpoint"])  # type: ignore[arg-type]
+    amp = o["amp"]
+    overrides = dict(
+        epochs=o["epochs"], iterations=o["iterations"], batch_size=o["batch_size"], lr=o["lr"],
+        weight_decay=o["weight_decay"], schedule=o["schedule"], val_fraction=o["val_fraction"],
+        limit=o["limit"], device=o["device"], seed=o["seed"], checkpoint=o["checkpoint"],
+        num_workers=o["workers"], sync_bn=o["sync_bn"] or None,
+    )  # fmt: skip
+    cfg = make_config(str(recipe), config_file=o["config_file"], **overrides)  # type: ignore[arg-type]
+    if amp is not None:
+        cfg.amp = None if str(amp).lower() in ("none", "off", "no", "fp32") else str(amp).lower()
+        cfg.validate()
+    model = o["model"] or ("cnn_small" if dataset.split(":")[0].lower() == "digits" else "resnet20")
+    result = train_model(
+        str(model), dataset=dataset, out_dir=o["out"], config=cfg, activation=o["activation"],  # type: ignore[arg-type]
+        order=str(o["order"]), root=o["root"], download=bool(o["download"]), resume=bool(o["resume"]),  # type: ignore[arg-type]
+        progress=bool(o["progress"]), image_size=o["image_size"],  # type: ignore[arg-type]
+    )
+    if dist.is_main_process():
+        m = result.meta["metrics"]
+        val = f"best validation {m['best_val_acc']:.2f}% (epoch {m['best_epoch']})" if m["best_val_acc"] is not None else "no validation split"
+        t = float(result.history["time"].iloc[-1]) if len(result.history) else 0.0
+        typer.echo(f"saved {result.selected} checkpoint to {result.checkpoint} ({val}; {result.iterations} iterations, {t:.0f} s)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``train`` command to the actbench app."""
+    app.command("train")(train_command)

@@ -1,0 +1,378 @@
+"""Sweeps: train then evaluate every (model, activation, order, seed) cell, resumably.
+
+Layout::
+
+    DIR/sweep.json                      the sweep's options, versions, last status table
+    DIR/<model>-<activation>-<order>-s<seed>/train/   checkpoint, train_log.csv, state.pt
+    DIR/<model>-<activation>-<order>-s<seed>/eval/    a results-store run (metrics.parquet ...)
+    DIR/metrics.parquet, DIR/metrics.csv              every finished cell's metrics, concatenated
+                                                      (the ``run`` column names the cell)
+    DIR/summary.csv                                   metrics.summarise() of the combined table
+
+Cells are listed sorted by (model, activation, order, seed); with ``--shard i/n`` cell k
+belongs to shard ``k % n``, so n independent jobs (any machines sharing DIR) split the work
+without talking to each other.  A finished cell (complete evaluation) is skipped, a cell
+with a finished checkpoint is only evaluated, and a cell with ``train/state.pt`` resumes
+training where it stopped.  ``parallel=K`` runs K cells at once in separate processes on
+the same device.  The combined table covers every finished cell found in DIR when the
+sweep ends (run the sweep once more, everything skipped, to refresh it after sharded jobs).
+
+Evaluation uses the same corruption seed for every cell (``corruption_seed``), so every
+model sees the same corrupted images and cells compare pairwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from robustbench_act.errors import UserError
+
+TRAIN_DIR = "train"
+EVAL_DIR = "eval"
+SWEEP_MANIFEST = "sweep.json"
+STATUSES = ("done", "trained", "training", "pending")
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One sweep cell: a model with one activation, order and seed."""
+
+    model: str
+    activation: str
+    order: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """Folder name ``<model>-<activation>-<order>-s<seed>`` (unsafe characters replaced)."""
+        return f"{slug(self.model)}-{slug(self.activation)}-{slug(self.order)}-s{self.seed}"
+
+
+@dataclass
+class SweepOptions:
+    """Everything a sweep cell needs (picklable: sent to worker processes as is)."""
+
+    out: str
+    dataset: str = "cifar10"
+    recipe: str | None = None
+    train_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    config_file: str | None = None
+    corruptions: list[str] = dataclasses.field(default_factory=list)
+    severities: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4, 5])
+    corruption_seed: int = 0
+    probes: str = "none"
+    limit: int | None = None  # first N training images and first N test images
+    eval_batch_size: int = 512
+    device: str = "auto"
+    amp: str | None = None  # evaluation autocast
+    root: str | None = None
+    download: bool = False
+    preset: str | None = None
+    threads: int | None = None  # torch threads per cell process (parallel runs)
+
+
+def slug(text: str) -> str:
+    """A folder-safe form of a name or spec: 'la_silu(alpha=0.1)' -> 'la_silu_alpha_0.1'."""
+    s = re.sub(r"[^A-Za-z0-9_.]+", "_", str(text)).strip("_.")
+    return s or "x"
+
+
+def parse_seeds(spec: str | int | Sequence[int]) -> list[int]:
+    """'0-4', '0,2,7', '3' or a list -> sorted unique non-negative seeds."""
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        return [spec]
+    if not isinstance(spec, str):
+        return sorted({int(s) for s in spec})
+    out: set[int] = set()
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if lo > hi:
+                raise UserError(f"bad seed range {part!r} (low > high)")
+            out.update(range(lo, hi + 1))
+        elif part.isdigit():
+            out.add(int(part))
+        else:
+            raise UserError(f"bad seeds {spec!r}: use 0-4, 0,2,7 or one number")
+    if not out:
+        raise UserError("no seeds given (e.g. --seeds 0-4)")
+    return sorted(out)
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    """'i/n' -> (i, n) with 0 <= i < n; None -> (0, 1)."""
+    if spec is None:
+        return 0, 1
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", spec)
+    if not m:
+        raise UserError(f"bad shard {spec!r}: use i/n, e.g. 0/4")
+    i, n = int(m.group(1)), int(m.group(2))
+    if n < 1 or not 0 <= i < n:
+        raise UserError(f"bad shard {spec!r}: need 0 <= i < n")
+    return i, n
+
+
+def plan_cells(models: Sequence[str], activations: Sequence[str], orders: Sequence[str],
+               seeds: Sequence[int]) -> list[Cell]:  # fmt: skip
+    """Every combination, sorted (the order shards are cut from); duplicates and bad names refused."""
+    from robustbench_act.activations import canonical_spec
+    from robustbench_act.models import ORDERS
+
+    if not models or not activations or not orders or not seeds:
+        raise UserError("a sweep needs at least one model, activation, order and seed")
+    for o in orders:
+        if o not in ORDERS:
+            from robustbench_act.errors import unknown
+
+            raise unknown("order", o, ORDERS)
+    acts = [canonical_spec(a) for a in activations]
+    cells = sorted({Cell(m, a, o, int(s)) for m in models for a in acts for o in orders for s in seeds})
+    names = [c.name for c in cells]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise UserError(f"two sweep cells map to the same folder {dup!r}; rename an activation spec")
+    return cells
+
+
+def shard_cells(cells: Sequence[Cell], index: int, count: int) -> list[Cell]:
+    """Cell k of the sorted list goes to shard k % count."""
+    return [c for k, c in enumerate(cells) if k % count == index]
+
+
+def cell_status(out: str | Path, cell: Cell) -> str:
+    """done (evaluated) | trained (checkpoint, no complete evaluation) | training (state.pt) | pending."""
+    from robustbench_act.checkpoint import is_checkpoint
+    from robustbench_act.results import is_complete
+
+    d = Path(out) / cell.name
+    if is_complete(d / EVAL_DIR):
+        return "done"
+    if _trained(d / TRAIN_DIR) and is_checkpoint(d / TRAIN_DIR):
+        return "trained"
+    if (d / TRAIN_DIR / "state.pt").is_file():
+        return "training"
+    return "pending"
+
+
+def _trained(train_dir: Path) -> bool:
+    import json
+
+    p = train_dir / "manifest.json"
+    try:
+        return p.is_file() and json.loads(p.read_text(encoding="utf-8")).get("status") == "finished"
+    except (OSError, ValueError):
+        return False
+
+
+def status_table(out: str | Path, cells: Sequence[Cell], shard: tuple[int, int] = (0, 1)) -> pd.DataFrame:
+    """One row per cell: name, model, activation, order, seed, shard, status."""
+    rows = []
+    for k, c in enumerate(cells):
+        rows.append({"cell": c.name, "model": c.model, "activation": c.activation, "order": c.order,
+                     "seed": c.seed, "shard": k % shard[1], "status": cell_status(out, c)})  # fmt: skip
+    return pd.DataFrame(rows, columns=["cell", "model", "activation", "order", "seed", "shard", "status"])
+
+
+# ----------------------------------------------------------------------------- one cell
+
+
+def run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict[str, Any]:
+    """Train (or resume, or skip) and evaluate (or resume, or skip) one cell; returns a row."""
+    import torch
+
+    from robustbench_act.checkpoint import is_checkpoint, load_checkpoint
+    from robustbench_act.data import load_dataset
+    from robustbench_act.pipeline import run_models
+    from robustbench_act.train import make_config, train_model
+
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    t0 = time.perf_counter()
+    d = Path(opts.out) / cell.name
+    tdir, edir = d / TRAIN_DIR, d / EVAL_DIR
+    row: dict[str, Any] = {"cell": cell.name, "status": cell_status(opts.out, cell)}
+    if row["status"] == "done":
+        row["action"] = "skipped"
+        return row
+    from robustbench_act.cli.train import default_recipe
+
+    recipe = opts.recipe or default_recipe(opts.dataset, None)
+    overrides = {**opts.train_overrides, "seed": cell.seed, "limit": opts.limit}
+    if opts.device != "auto":
+        overrides["device"] = opts.device
+    cfg = make_config(recipe, config_file=opts.config_file, **overrides)
+    actions = []
+    if not (_trained(tdir) and is_checkpoint(tdir)):
+        actions.append("resumed training" if (tdir / "state.pt").is_file() else "trained")
+        train_model(cell.model, dataset=opts.dataset, out_dir=tdir, config=cfg, activation=cell.activation,
+                    order=cell.order, root=opts.root, download=opts.download, resume=True,
+                    progress=progress, distributed=False)  # fmt: skip
+    net, meta = load_checkpoint(tdir, device=_device(opts.device))
+    size = (meta.get("input_size") or [None])[-1]  # evaluate at the size the model was trained at
+    test = load_dataset(opts.dataset, split="test", root=opts.root, download=opts.download,
+                        limit=opts.limit, image_size=int(size) if size else None)  # fmt: skip
+    info = {cell.name: {"model": cell.model, "activation": cell.activation, "order": cell.order,
+                        "seed": cell.seed}}  # fmt: skip
+    config = {
+        "mode": "sweep-cell", "dataset": opts.dataset, "dataset_name": getattr(test, "name", opts.dataset),
+        "corruptions": list(opts.corruptions), "severities": list(opts.severities),
+        "corruption_seed": opts.corruption_seed, "preset": opts.preset, "limit": opts.limit,
+        "n_images": len(test), "batch_size": opts.eval_batch_size, "probes": opts.probes, "amp": opts.amp,
+        "models": [{**info[cell.name]}], "clean": True, "checkpoint": str(tdir), "cell": cell.name,
+        "train": meta.get("train_config"),
+    }  # fmt: skip
+    kwargs: dict[str, Any] = {}
+    import inspect
+
+    if "run" in inspect.signature(run_models).parameters:  # name the run after the cell
+        kwargs["run"] = cell.name
+    actions.append("evaluated" if not (edir / "manifest.json").is_file() else "resumed evaluation")
+    outcome = run_models({cell.name: net}, info, test, out=edir, config=config,
+                         corruptions=opts.corruptions, severities=opts.severities, probes=opts.probes,
+                         seed=opts.corruption_seed, batch_size=opts.eval_batch_size,
+                         device=_device(opts.device), amp=opts.amp, resume=True, preset=opts.preset,
+                         **kwargs)  # fmt: skip
+    row.update(status="done", action=" + ".join(actions), seconds=time.perf_counter() - t0)
+    clean = outcome.metrics
+    if len(clean):
+        acc = clean[(clean.corruption == "clean") & (clean.metric == "top1")]
+        if len(acc):
+            row["clean_acc"] = float(acc.value.iloc[0])
+    return row
+
+
+def _device(device: str) -> Any:
+    from robustbench_act.train import resolve_device
+
+    return resolve_device(device)
+
+
+def _cell_worker(cell: Cell, opts: SweepOptions) -> dict[str, Any]:
+    """Process-pool entry: one cell, errors returned as a row (the sweep goes on)."""
+    try:
+        return run_cell(cell, opts, progress=False)
+    except UserError as exc:
+        return {"cell": cell.name, "status": "failed", "action": "failed", "error": str(exc)}
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+
+def combine(out: str | Path, cells: Sequence[Cell]) -> pd.DataFrame:
+    """Concatenate the metrics of every finished cell (``run`` = cell name); write DIR/metrics.*."""
+    from robustbench_act.fileio import atomic_write_frame
+    from robustbench_act.results import conform, empty_frame, is_complete
+
+    frames = []
+    for c in cells:
+        edir = Path(out) / c.name / EVAL_DIR
+        if is_complete(edir):
+            f = pd.read_parquet(edir / "metrics.parquet")
+            f["run"] = c.name
+            frames.append(f)
+    table = conform(pd.concat(frames, ignore_index=True), "metrics") if frames else empty_frame("metrics")
+    if frames:
+        from robustbench_act.metrics import summarise
+
+        atomic_write_frame(Path(out) / "metrics.csv", table)
+        atomic_write_frame(Path(out) / "summary.csv", summarise(table))
+        atomic_write_frame(Path(out) / "metrics.parquet", table)
+    return table
+
+
+def run_sweep(
+    cells: Sequence[Cell],
+    opts: SweepOptions,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    parallel: int = 1,
+    dry_run: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run this shard's cells (``parallel`` at a time); returns (status table, combined metrics)."""
+    from robustbench_act.fileio import atomic_write_json
+    from robustbench_act.manifest import base_manifest
+
+    say = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+    table = status_table(opts.out, cells, shard)
+    mine = shard_cells(cells, *shard)
+    if dry_run:
+        return table, pd.DataFrame()
+    if parallel < 1:
+        raise UserError(f"--parallel must be at least 1, got {parallel}")
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        **base_manifest(seed=None, config=dataclasses.asdict(opts), device=None), "kind": "sweep",
+        "cells": [c.name for c in cells], "shard": list(shard), "parallel": parallel,
+    }  # fmt: skip
+    atomic_write_json(out / SWEEP_MANIFEST, manifest)
+    todo = [c for c in mine if cell_status(opts.out, c) != "done"]
+    say(f"sweep: {len(cells)} cells, {len(mine)} in shard {shard[0]}/{shard[1]}, "
+        f"{len(mine) - len(todo)} already done, {len(todo)} to run")  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    if parallel == 1 or len(todo) <= 1:
+        for k, c in enumerate(todo, 1):
+            say(f"[{k}/{len(todo)}] {c.name}: {cell_status(opts.out, c)}")
+            try:
+                r = run_cell(c, opts, progress=progress)
+            except UserError as exc:
+                r = {"cell": c.name, "status": "failed", "action": "failed", "error": str(exc)}
+            rows.append(r)
+            say(_row_line(r))
+    else:
+        import concurrent.futures as cf
+        import multiprocessing
+        import os
+
+        threads = opts.threads or max(1, (os.cpu_count() or 1) // parallel)
+        wopts = dataclasses.replace(opts, threads=threads)
+        ctx = multiprocessing.get_context(_start_method())
+        with cf.ProcessPoolExecutor(max_workers=parallel, mp_context=ctx) as pool:
+            futs = {pool.submit(_cell_worker, c, wopts): c for c in todo}
+            for fut in cf.as_completed(futs):
+                r = fut.result()
+                rows.append(r)
+                say(_row_line(r))
+    combined = combine(opts.out, cells)
+    table = status_table(opts.out, cells, shard)
+    manifest["status_counts"] = table.status.value_counts().to_dict()
+    manifest["failed"] = [r for r in rows if r.get("status") == "failed"]
+    atomic_write_json(out / SWEEP_MANIFEST, manifest)
+    failed = manifest["failed"]
+    if failed:
+        first = failed[0]
+        raise UserError(f"{len(failed)} sweep cell(s) failed, e.g. {first['cell']}: {first.get('error')}; "
+                        f"finished cells are kept, re-run to retry")  # fmt: skip
+    return table, combined
+
+
+def _start_method() -> str:
+    """fork on Linux while this process has not touched CUDA (workers start in milliseconds
+    instead of re-importing torch), spawn otherwise (CUDA cannot be forked)."""
+    import torch
+
+    if sys.platform.startswith("linux") and not torch.cuda.is_initialized():
+        return "fork"
+    return "spawn"
+
+
+def _row_line(r: dict[str, Any]) -> str:
+    if r.get("status") == "failed":
+        return f"  {r['cell']}: FAILED: {r.get('error')}"
+    acc = f", clean accuracy {r['clean_acc']:.4g}" if "clean_acc" in r else ""
+    secs = f" in {r['seconds']:.0f} s" if "seconds" in r else ""
+    return f"  {r['cell']}: {r.get('action', r.get('status'))}{secs}{acc}"
