@@ -35,6 +35,8 @@ COMMON = (
 )  # fmt: skip
 #: The 4 extra (validation) corruptions.
 EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+#: Names accepted by :func:`names` besides corruption names.
+SUBSETS = ("all", "common", "extra", "plugins", "noise", "blur", "weather", "digital")
 
 CorruptionFn = Callable[[torch.Tensor, dict, SampleRNG], torch.Tensor]
 
@@ -248,14 +250,19 @@ def names(subset: str = "all") -> list[str]:
         return [n for n in COMMON if _REGISTRY[n].group == subset] + [
             n for n in plugins if _REGISTRY[n].group == subset
         ]
-    if "," in subset or subset in _REGISTRY:
-        out = [s.strip() for s in subset.split(",") if s.strip()]
-        for n in out:
-            get(n)
+    if subset in _REGISTRY:
+        return [subset]
+    if "," in subset:
+        # a mixed list of names and subsets ("noise,fog"), expanded in order, without repeats
+        out: list[str] = []
+        for item in (s.strip() for s in subset.split(",")):
+            if item:
+                out += [n for n in names(item) if n not in out]
+        if not out:
+            raise CorruptionError(f"empty corruption list {subset!r}")
         return out
-    subsets = ["all", "common", "extra", "plugins", "noise", "blur", "weather", "digital"]
     raise CorruptionError(
-        f"unknown corruption subset {subset!r}{_closest_hint(subset, subsets + sorted(_REGISTRY))}"
+        f"unknown corruption or subset {subset!r}{_closest_hint(subset, SUBSETS + tuple(sorted(_REGISTRY)))}"
     )
 
 

@@ -1,0 +1,354 @@
+"""Images per second of every corruption: batched torch kernels vs per-image numpy references.
+
+For each corruption, on the same N photographs (crops of scikit-learn's sample images
+resized to ``--size``):
+
+- torch: ``corruptions.apply`` on the whole uint8 batch (after one warm-up call), on CPU
+  and on CUDA when available (``--device``);
+- reference: a per-image numpy/scipy/PIL implementation of the Hendrycks script, run
+  image by image, in this order of preference: ``imagecorruptions`` when importable (it
+  is not installed here), ``tests/refimpl.py`` (the test re-implementations), or the
+  simple numpy versions below (motion blur with ImageMagick's kernel, snow, frost with a
+  pre-loaded texture, i.e. without the reference's per-call file read, fog, spatter with
+  scipy stand-ins for the OpenCV calls). Slow references run on at most ``--ref-n``
+  images or ``--ref-seconds`` per corruption.
+
+Prints images/s and the speed-up ratio torch / reference (both single process; set
+OMP_NUM_THREADS / --threads to compare like with like).
+
+Usage: python benchmarks/corruptions.py --size 32 --n 256 --device cpu --corruptions all
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# Run as a script, this file's folder is sys.path[0] and its name would shadow the package.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if getattr(sys.modules.get("corruptions"), "__file__", "") == __file__:
+    del sys.modules["corruptions"]
+
+import corruptions  # noqa: E402
+import corruptions.weather  # noqa: E402
+
+ROOT = _HERE.parent
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def sample_photos(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """``n`` uint8 RGB crops (n, 3, size, size) of the two scikit-learn sample photographs."""
+    from PIL import Image
+
+    folder = Path(importlib.util.find_spec("sklearn").origin).parent / "datasets" / "images"
+    photos = [np.array(Image.open(folder / f).convert("RGB")) for f in ("china.jpg", "flower.jpg")]
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        p = photos[i % 2]
+        side = int(rng.integers(min(p.shape[:2]) // 3, min(p.shape[:2])))
+        top = int(rng.integers(0, p.shape[0] - side + 1))
+        left = int(rng.integers(0, p.shape[1] - side + 1))
+        crop = Image.fromarray(p[top : top + side, left : left + side]).resize(
+            (size, size), Image.BILINEAR
+        )
+        out.append(np.array(crop))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+
+
+# ----------------------------------------------------------------------------- numpy references
+
+
+def _gaussian(x: np.ndarray, sigma: float, mode: str = "nearest") -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    return ndi.gaussian_filter(x, sigma, mode=mode, truncate=4.0)
+
+
+def np_motion_blur(x: np.ndarray, radius: float, sigma: float, angle: float) -> np.ndarray:
+    """ImageMagick MotionBlurImage on an HxWxC array (edge virtual pixels), rounded to 8 bits."""
+    width = int(2 * math.ceil(radius) + 1)
+    i = np.arange(width, dtype=np.float64)
+    k = np.exp(-(i * i) / (2 * sigma * sigma))
+    k /= k.sum()
+    h, w = x.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = np.zeros(x.shape, dtype=np.float64)
+    t = math.radians(angle)
+    for j in range(width):
+        ox = int(math.ceil(j * math.cos(t) - 0.5))
+        oy = int(math.ceil(j * math.sin(t) - 0.5))
+        out += k[j] * x[np.clip(yy + oy, 0, h - 1), np.clip(xx + ox, 0, w - 1)]
+    return np.round(out)
+
+
+def np_clipped_zoom(img: np.ndarray, zoom: float) -> np.ndarray:
+    from scipy.ndimage import zoom as scizoom
+
+    h = img.shape[0]
+    ch = int(np.ceil(h / zoom))
+    top = (h - ch) // 2
+    img = scizoom(img[top : top + ch, top : top + ch], zoom, order=1)
+    trim = (img.shape[0] - h) // 2
+    return img[trim : trim + h, trim : trim + h]
+
+
+def np_snow(x: np.ndarray, p: dict, rng: np.random.Generator) -> np.ndarray:
+    x = np.array(x, dtype=np.float32) / 255.0
+    layer = rng.normal(size=x.shape[:2], loc=p["loc"], scale=p["scale"])
+    layer = np_clipped_zoom(layer, p["zoom"])
+    layer[layer < p["threshold"]] = 0
+    layer = np.uint8(np.clip(layer, 0, 1) * 255)[..., None].astype(np.float64)
+    layer = np_motion_blur(layer, p["blur_radius"], p["blur_sigma"], rng.uniform(-135, -45)) / 255.0
+    gray = (0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2])[..., None]
+    x = p["blend"] * x + (1 - p["blend"]) * np.maximum(x, gray * 1.5 + 0.5)
+    return np.clip(x + layer + np.rot90(layer, k=2), 0, 1) * 255
+
+
+def np_fog(x: np.ndarray, p: dict, rng: np.random.Generator) -> np.ndarray:
+    size = x.shape[0]
+    mapsize = 1 << max(1, math.ceil(math.log2(size)))
+    a = np.zeros((mapsize, mapsize))
+    step, wibble = mapsize, 100.0
+
+    def wm(arr: np.ndarray) -> np.ndarray:
+        return arr / 4 + wibble * rng.uniform(-wibble, wibble, arr.shape)
+
+    while step >= 2:
+        c = a[0:mapsize:step, 0:mapsize:step]
+        sq = c + np.roll(c, -1, axis=0)
+        sq += np.roll(sq, -1, axis=1)
+        a[step // 2 : mapsize : step, step // 2 : mapsize : step] = wm(sq)
+        dr = a[step // 2 : mapsize : step, step // 2 : mapsize : step]
+        ul = a[0:mapsize:step, 0:mapsize:step]
+        a[0:mapsize:step, step // 2 : mapsize : step] = wm(
+            dr + np.roll(dr, 1, axis=0) + ul + np.roll(ul, -1, axis=1)
+        )
+        a[step // 2 : mapsize : step, 0:mapsize:step] = wm(
+            dr + np.roll(dr, 1, axis=1) + ul + np.roll(ul, -1, axis=0)
+        )
+        step //= 2
+        wibble /= p["wibble_decay"]
+    a -= a.min()
+    a /= a.max()
+    x = np.array(x) / 255.0
+    m = x.max()
+    x = x + p["strength"] * a[:size, :size][..., None]
+    return np.clip(x * m / (m + p["strength"]), 0, 1) * 255
+
+
+_FROST_TEXTURES: dict[int, list[np.ndarray]] = {}
+
+
+def np_frost(x: np.ndarray, p: dict, rng: np.random.Generator) -> np.ndarray:
+    size = x.shape[0]
+    if size not in _FROST_TEXTURES:  # stands for the reference's (per-call!) cv2.imread + resize
+        bank = corruptions.weather.frost_texture_bank(size, size)
+        _FROST_TEXTURES[size] = [
+            (t.permute(1, 2, 0).numpy() * 255).astype(np.float64) for t in bank
+        ]
+    tex = _FROST_TEXTURES[size][int(rng.integers(5))]
+    r = int(rng.integers(0, tex.shape[0] - size))
+    c = int(rng.integers(0, tex.shape[1] - size))
+    return np.clip(
+        p["image_weight"] * np.asarray(x, np.float64)
+        + p["frost_weight"] * tex[r : r + size, c : c + size],
+        0,
+        255,
+    )
+
+
+def np_spatter(x: np.ndarray, p: dict, rng: np.random.Generator) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    x = np.array(x, dtype=np.float32) / 255.0
+    liquid = _gaussian(rng.normal(size=x.shape[:2], loc=p["loc"], scale=p["scale"]), p["sigma"])
+    liquid[liquid < p["threshold"]] = 0
+    if p["mode"] == 0:
+        lu8 = (liquid * 255).astype(np.uint8).astype(np.float64)
+        mag = np.abs(ndi.sobel(lu8, 0)) + np.abs(ndi.sobel(lu8, 1))  # stand-in for cv2.Canny
+        dist = np.minimum(ndi.distance_transform_edt(mag <= 150), 20)
+        dist = ndi.uniform_filter(dist, 3, mode="mirror").astype(np.uint8)
+        hist = np.bincount(dist.ravel(), minlength=256)
+        cdf = hist.cumsum()
+        i0 = int(np.nonzero(hist)[0][0])
+        dist = np.round((cdf[dist] - hist[i0]) * 255.0 / max(dist.size - hist[i0], 1))
+        ker = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], dtype=np.float64)
+        dist = np.clip(ndi.correlate(dist, ker, mode="mirror"), 0, 255)
+        dist = np.round(ndi.uniform_filter(dist, 3, mode="mirror"))
+        m = lu8 * dist
+        m = m / max(m.max(), 1e-12) * p["intensity"]
+        color = np.array([175, 238, 238]) / 255.0
+        return np.clip(x + m[..., None] * color, 0, 1) * 255
+    m = _gaussian(np.where(liquid > p["threshold"], 1.0, 0.0), p["intensity"])
+    m[m < 0.8] = 0
+    color = np.array([63, 42, 20]) / 255.0
+    return np.clip(x * (1 - m[..., None]) + color * m[..., None], 0, 1) * 255
+
+
+def reference_functions(
+    preset: str,
+) -> tuple[str, dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]]]:
+    """(source, name -> f(HxWx3 uint8, severity, rng) -> float image) for every corruption we can."""
+    try:
+        from imagecorruptions import corrupt  # type: ignore[import-not-found]
+
+        return "imagecorruptions", {
+            n: (lambda x, s, rng, n=n: corrupt(x, corruption_name=n, severity=s))
+            for n in corruptions.names("all")
+        }
+    except Exception:  # not installed (its pinned deps fail on numpy 2 anyway)
+        pass
+    funcs: dict[str, Callable] = {}
+    src = "benchmarks/corruptions.py numpy versions"
+
+    def params(name: str, s: int) -> dict:
+        return corruptions.get(name).params(s, preset)
+
+    refimpl_path = ROOT / "tests" / "refimpl.py"
+    if refimpl_path.is_file():
+        spec = importlib.util.spec_from_file_location("refimpl", refimpl_path)
+        ref = importlib.util.module_from_spec(spec)
+        assert spec.loader is not None
+        sys.modules["refimpl"] = ref
+        spec.loader.exec_module(ref)
+        src = "tests/refimpl.py + " + src
+
+        def first(name: str, s: int) -> float:
+            return next(iter(params(name, s).values()))
+
+        for name in ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"):
+            if hasattr(ref, name):
+                funcs[name] = lambda x, s, rng, n=name: getattr(ref, n)(x, first(n, s), rng)
+        for name in ("gaussian_blur", "contrast", "jpeg_compression", "pixelate"):
+            if hasattr(ref, name):
+                funcs[name] = lambda x, s, rng, n=name: getattr(ref, n)(x, first(n, s))
+        if hasattr(ref, "brightness"):
+            funcs["brightness"] = lambda x, s, rng: ref.brightness(
+                x, *params("brightness", s).values()
+            )
+        if hasattr(ref, "saturate"):
+            funcs["saturate"] = lambda x, s, rng: ref.saturate(x, *params("saturate", s).values())
+        if hasattr(ref, "defocus_blur"):
+            funcs["defocus_blur"] = lambda x, s, rng: ref.defocus_blur(
+                x, *params("defocus_blur", s).values()
+            )
+        if hasattr(ref, "zoom_blur"):
+            table = ref.ZOOMS_IMAGENET if preset == "imagenet" else ref.ZOOMS_SMALL
+            funcs["zoom_blur"] = lambda x, s, rng: ref.zoom_blur(x, table[s - 1])
+        if hasattr(ref, "glass_blur"):
+            funcs["glass_blur"] = lambda x, s, rng: ref.glass_blur(
+                x, *params("glass_blur", s).values(), rng=rng
+            )
+        if hasattr(ref, "elastic_transform"):
+            funcs["elastic_transform"] = lambda x, s, rng: ref.elastic_transform(
+                x, *ref.elastic_params(preset, s), rng=rng
+            )
+    funcs["motion_blur"] = lambda x, s, rng: np_motion_blur(
+        np.asarray(x, np.float64), *params("motion_blur", s).values(), rng.uniform(-45, 45)
+    )
+    funcs["snow"] = lambda x, s, rng: np_snow(x, params("snow", s), rng)
+    funcs["frost"] = lambda x, s, rng: np_frost(x, params("frost", s), rng)
+    funcs["fog"] = lambda x, s, rng: np_fog(x, params("fog", s), rng)
+    funcs["spatter"] = lambda x, s, rng: np_spatter(x, params("spatter", s), rng)
+    return src, funcs
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def time_torch(x: torch.Tensor, name: str, severity: int, device: str, repeat: int) -> float:
+    """Images/s of ``corruptions.apply`` on the batch ``x`` (best of ``repeat`` after a warm-up)."""
+    xd = x.to(device)
+    corruptions.apply(
+        xd[: min(4, len(xd))], name, severity
+    )  # warm-up: caches, lazy imports, kernels
+    best = math.inf
+    for _ in range(repeat):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        corruptions.apply(xd, name, severity, seed=1)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return len(x) / best
+
+
+def time_reference(
+    fn: Callable, x: torch.Tensor, severity: int, max_n: int, max_seconds: float
+) -> tuple[float, int]:
+    """(images/s, images timed) of a per-image reference function."""
+    imgs = x.permute(0, 2, 3, 1).numpy()
+    rng = np.random.default_rng(0)
+    fn(imgs[0], severity, rng)  # warm-up
+    t0 = time.perf_counter()
+    done = 0
+    while done < min(max_n, len(imgs)):
+        np.uint8(fn(imgs[done], severity, rng))
+        done += 1
+        if time.perf_counter() - t0 > max_seconds:
+            break
+    return done / (time.perf_counter() - t0), done
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the flags, time every corruption, print the table."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=32, help="image side in px (32, 64, 224, ...)")
+    ap.add_argument("--n", type=int, default=128, help="images per torch batch")
+    ap.add_argument("--severity", type=int, default=3)
+    ap.add_argument(
+        "--device", default="auto", help="cpu, cuda, or auto (cpu and cuda when available)"
+    )
+    ap.add_argument("--corruptions", default="all", help="all, a subset name, or a,b,c")
+    ap.add_argument("--repeat", type=int, default=2, help="timed torch runs (best kept)")
+    ap.add_argument(
+        "--ref-n", type=int, default=32, help="at most this many images through the reference"
+    )
+    ap.add_argument(
+        "--ref-seconds", type=float, default=3.0, help="time budget per reference corruption"
+    )
+    ap.add_argument("--no-ref", action="store_true", help="skip the numpy references")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = ["cpu", "cuda"] if args.device == "auto" else [args.device]
+    devices = [d for d in devices if not d.startswith("cuda") or torch.cuda.is_available()]
+    preset = corruptions.preset_for_size(args.size, args.size)
+    names = corruptions.names(args.corruptions)
+    x = sample_photos(args.n, args.size)
+    src, refs = ({}, {}) if args.no_ref else reference_functions(preset)
+    print(f"# {args.n} images {args.size}x{args.size}, preset {preset}, severity {args.severity}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; reference: {src or 'none'}")  # fmt: skip
+    head = (
+        f"{'corruption':18s}"
+        + "".join(f"{d + ' img/s':>14s}" for d in devices)
+        + f"{'ref img/s':>12s}{'(n)':>5s}"
+    )
+    head += "".join(f"{d + '/ref':>11s}" for d in devices)
+    print(head)
+    for name in names:
+        rates = [time_torch(x, name, args.severity, d, args.repeat) for d in devices]
+        line = f"{name:18s}" + "".join(f"{r:14.1f}" for r in rates)
+        if name in refs:
+            ref_rate, k = time_reference(refs[name], x, args.severity, args.ref_n, args.ref_seconds)
+            line += f"{ref_rate:12.1f}{k:5d}" + "".join(f"{r / ref_rate:10.1f}x" for r in rates)
+        else:
+            line += f"{'-':>12s}{'':5s}"
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
