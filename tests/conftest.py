@@ -1,0 +1,30 @@
+"""Shared test fixtures: every test starts from the built-in registries, whatever others added."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Tests never read the user's dataset cache; each test that needs one sets its own.
+os.environ.setdefault("ACTBENCH_CACHE", "off")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_registries():
+    """Snapshot the corruption and activation registries and restore them after the test."""
+    from corruptions import registry as corruption_registry
+
+    import robustbench_act.activations as activations
+
+    corruption_registry._ensure_builtins()
+    saved_corruptions = dict(corruption_registry._REGISTRY)
+    saved_activations = dict(activations._REGISTRY)
+    saved_aliases = dict(activations._ALIASES)
+    yield
+    corruption_registry._REGISTRY.clear()
+    corruption_registry._REGISTRY.update(saved_corruptions)
+    activations._REGISTRY.clear()
+    activations._REGISTRY.update(saved_activations)
+    activations._ALIASES.clear()
+    activations._ALIASES.update(saved_aliases)
