@@ -13,9 +13,8 @@ os.environ.setdefault("ACTBENCH_CACHE", "off")
 @pytest.fixture(autouse=True)
 def _isolated_registries():
     """Snapshot the corruption and activation registries and restore them after the test."""
-    from corruptions import registry as corruption_registry
-
     import robustbench_act.activations as activations
+    from corruptions import registry as corruption_registry
 
     corruption_registry._ensure_builtins()
     saved_corruptions = dict(corruption_registry._REGISTRY)

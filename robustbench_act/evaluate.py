@@ -1,0 +1,547 @@
+"""Evaluation engine: several models, clean + every (corruption, severity) cell, paired, streamed.
+
+Loop order (the choice the design asks to state): **corruption -> batch -> severity**.
+One pass over the data per corruption; for each batch the clean forward of every model
+runs once (it is the clean cell's forward in the first pass, and the reference the probes
+compare with), then each severity's corrupted batch is produced once, on the models'
+device, from the raw uint8 batch with the samples' *global* indices, and every model sees
+exactly those images (paired comparison). So each cell is a single pass over the data,
+nothing larger than a batch is held, and the probes cost one clean forward per batch per
+corruption, shared by its severities (with ``probes="none"`` the clean forward only runs
+in the clean cell's pass). The cells of one corruption finish together at the end of its
+pass and are handed to ``on_cell_done`` one by one (the results store flushes each).
+
+Normalisation ((x/255 - mean) / std of the dataset) is applied after corruption by
+:class:`Normalize`. Precomputed ``*-C`` datasets (a :class:`~robustbench_act.data.CDatasetFamily`)
+are evaluated on their files; a ``clean=`` dataset aligned with them (same order) gives
+the clean cell and the probes' reference.
+
+Distributed (``torchrun``): the test set is split into contiguous shards without
+padding; counts and the probes' streaming sums are all-reduced and per-sample rows
+gathered, so the tables are the ones a single process writes (up to float summation order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from robustbench_act.errors import UserError
+from robustbench_act.metrics import ClassificationSums
+from robustbench_act.probes import SAMPLE_FLUCT_STATS, SAMPLE_IDX, ModelProbe, check_level
+from robustbench_act.results import (
+    FLOAT_COLUMNS,
+    INT_COLUMNS,
+    KEYS,
+    SCHEMAS,
+    CellResult,
+    conform,
+    empty_frame,
+)
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+              "float16": torch.float16}  # fmt: skip
+CLEAN = ("clean", 0)
+
+
+class Normalize(nn.Module):
+    """uint8 (or [0,1] float) images -> (x - mean) / std, per channel."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([float(m) for m in mean]).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor([float(s) for s in std]).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised float32 batch."""
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        return (x - self.mean) / self.std
+
+
+@dataclass
+class EvalTables:
+    """The four tidy tables of an evaluation (see :mod:`robustbench_act.results`)."""
+
+    metrics: pd.DataFrame
+    layers: pd.DataFrame
+    samples: pd.DataFrame
+    units: pd.DataFrame
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def _dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside an initialised process group."""
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover
+        return 0, 1
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (or without distributed)."""
+    return _dist_info()[0] == 0
+
+
+def _all_reduce_sum(tensors: list[torch.Tensor]) -> None:
+    """In-place sum of the tensors across processes, through one flat float64 buffer."""
+    rank, world = _dist_info()
+    if world == 1 or not tensors:
+        return
+    import torch.distributed as dist
+
+    dev = tensors[0].device
+    flat = torch.cat([t.reshape(-1).to(device=dev, dtype=torch.float64) for t in tensors])
+    if dist.get_backend() == "gloo" and flat.device.type != "cpu":
+        flat = flat.cpu()
+    dist.all_reduce(flat)
+    off = 0
+    for t in tensors:
+        k = t.numel()
+        t.copy_(flat[off:off + k].view_as(t).to(t))
+        off += k
+
+
+def _all_gather(obj: Any) -> list[Any]:
+    rank, world = _dist_info()
+    if world == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def init_distributed() -> tuple[int, int]:
+    """Initialise torch.distributed from torchrun's environment (gloo on CPU, nccl on CUDA)."""
+    try:
+        from robustbench_act.distributed import init_distributed as _init
+
+        _init()
+    except ImportError:
+        import os
+
+        import torch.distributed as dist
+
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            if backend == "nccl":
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group(backend=backend)
+    return _dist_info()
+
+
+def shard_range(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Contiguous shard [start, stop) of ``n`` samples for ``rank`` (sizes differ by at most 1)."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _is_family(ds: Any) -> bool:
+    return hasattr(ds, "get") and callable(ds.get) and not hasattr(ds, "__getitem__")
+
+
+def _dataset_attr(ds: Any, name: str, default: Any = None) -> Any:
+    base = ds
+    while not hasattr(base, name) and hasattr(base, "dataset"):
+        base = base.dataset
+    return getattr(base, name, default)
+
+
+def _batches(ds: Any, start: int, stop: int, batch_size: int, num_workers: int = 0
+             ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(uint8 images, labels, positions) batches of samples start..stop-1 of ``ds``."""
+    images = getattr(ds, "images", None)
+    labels = getattr(ds, "labels", None)
+    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
+        for b in range(start, stop, batch_size):
+            e = min(b + batch_size, stop)
+            yield images[b:e], labels[b:e], torch.arange(b, e, dtype=torch.int64)
+        return
+    sub = torch.utils.data.Subset(ds, list(range(start, stop)))
+    loader = torch.utils.data.DataLoader(sub, batch_size=batch_size, shuffle=False,
+                                         num_workers=num_workers)
+    pos = start
+    for x, y in loader:
+        k = len(y)
+        yield torch.as_tensor(x), torch.as_tensor(y), torch.arange(pos, pos + k, dtype=torch.int64)
+        pos += k
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+def _as_models(models: nn.Module | Mapping[Any, nn.Module]) -> dict[Any, nn.Module]:
+    if isinstance(models, nn.Module):
+        return {getattr(models, "actbench_key", "model"): models}
+    if not isinstance(models, Mapping) or not models:
+        raise UserError("evaluate needs a model or a non-empty mapping key -> model")
+    return dict(models)
+
+
+def _model_info(key: Any, model: nn.Module, info: Mapping[Any, Mapping[str, Any]] | None,
+                run: str, seed: int, dataset_name: str) -> dict[str, Any]:
+    meta = dict(getattr(model, "actbench_meta", {}) or {})
+    row = {
+        "run": run,
+        "model": meta.get("model") or type(model).__name__,
+        "activation": meta.get("activation") or str(key),
+        "order": meta.get("order") or "conventional",
+        "seed": meta.get("seed", seed),
+        "dataset": dataset_name,
+    }
+    if info and key in info:
+        row.update({k: v for k, v in info[key].items() if k in KEYS})
+    row["seed"] = int(row["seed"]) if row["seed"] is not None else -1
+    return row
+
+
+def _autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContextManager[Any]:
+    if not amp or amp in ("none", "off", "fp32"):
+        return contextlib.nullcontext()
+    if amp not in AMP_DTYPES:
+        from robustbench_act.errors import unknown
+
+        raise unknown("--amp mode", str(amp), ["bf16", "fp16", "none"])
+    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp])
+
+
+def _plan(corruptions: Sequence[str], severities: Sequence[int], skip: set[tuple[str, int]],
+          clean: bool) -> list[tuple[str | None, list[int], bool]]:
+    """Passes: (corruption or None, severities to do, whether the clean cell is recorded)."""
+    passes: list[tuple[str | None, list[int], bool]] = []
+    for c in corruptions:
+        sevs = [s for s in severities if (c, s) not in skip]
+        if sevs:
+            passes.append((c, sevs, False))
+    if clean and CLEAN not in skip:
+        if passes:
+            c, sevs, _ = passes[0]
+            passes[0] = (c, sevs, True)
+        else:
+            passes.append((None, [], True))
+    return passes
+
+
+def evaluate(models: nn.Module | Mapping[Any, nn.Module], dataset: Any, *,
+             corruptions: Sequence[str], severities: Sequence[int], probes: str = "all",
+             seed: int = 0, batch_size: int = 256, device: str | torch.device | None = None,
+             amp: str | None = None, limit: int | None = None, indices_offset: int = 0,
+             progress: Callable[[dict[str, Any]], None] | None = None,
+             on_cell_done: Callable[[CellResult], None] | None = None,
+             skip_cells: Iterable[tuple[str, int]] = (), **kwargs: Any) -> pd.DataFrame:
+    """Evaluate models on clean data and every (corruption, severity) cell; the metrics table.
+
+    See :func:`evaluate_tables` (same arguments) for the per-layer, per-sample and
+    per-unit tables too.
+    """
+    return evaluate_tables(models, dataset, corruptions=corruptions, severities=severities,
+                           probes=probes, seed=seed, batch_size=batch_size, device=device, amp=amp,
+                           limit=limit, indices_offset=indices_offset, progress=progress,
+                           on_cell_done=on_cell_done, skip_cells=skip_cells, **kwargs).metrics
+
+
+def evaluate_tables(models: nn.Module | Mapping[Any, nn.Module], dataset: Any, *,
+                    corruptions: Sequence[str], severities: Sequence[int], probes: str = "all",
+                    seed: int = 0, batch_size: int = 256, device: str | torch.device | None = None,
+                    amp: str | None = None, limit: int | None = None, indices_offset: int = 0,
+                    progress: Callable[[dict[str, Any]], None] | None = None,
+                    on_cell_done: Callable[[CellResult], None] | None = None,
+                    skip_cells: Iterable[tuple[str, int]] = (), run: str = "",
+                    info: Mapping[Any, Mapping[str, Any]] | None = None, preset: str | None = None,
+                    clean: Any = None, num_workers: int = 0, keep_tables: bool = True) -> EvalTables:
+    """Evaluate ``models`` (one module or key -> module) in one pass per corruption; four tables.
+
+    ``dataset``: (uint8 CHW image, label) items with ``name``, ``num_classes``, ``mean``,
+    ``std`` attributes, or a precomputed ``*-C`` family (``.get(corruption, severity)``),
+    then ``clean`` is the aligned clean dataset (optional). ``seed`` keys the corruptions'
+    random numbers; ``indices_offset`` is added to dataset positions to form the global
+    sample indices. ``info[key]`` overrides the model-key columns (run, model, activation,
+    order, seed, dataset). ``skip_cells`` are not computed (resume); ``on_cell_done`` gets
+    each finished :class:`~robustbench_act.results.CellResult` on the main process;
+    ``progress`` gets event dicts (``plan``, ``batch``, ``cell``). ``keep_tables=False``
+    returns empty tables (everything went to ``on_cell_done``).
+    """
+    import corruptions as _corruptions
+
+    check_level(probes)
+    mods = _as_models(models)
+    sev = [int(s) for s in severities]
+    for s in sev:
+        if s < 1 or s > 5:
+            raise UserError(f"severity must be 1..5, got {s}")
+    corrs = list(corruptions)
+    skip = {(str(c), int(s)) for c, s in skip_cells}
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    first = next(iter(mods.values()))
+    if device is None:
+        p = next(first.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+    dev = torch.device(device)
+    _autocast(dev, amp)  # validates the mode before any work
+    family = _is_family(dataset)
+    clean_ds = clean if family else dataset
+    meta_ds = clean_ds if clean_ds is not None else dataset
+    ds_name = str(_dataset_attr(meta_ds, "name", None) or _dataset_attr(dataset, "name", "dataset"))
+    num_classes = int(_dataset_attr(meta_ds, "num_classes", 0) or 0)
+    mean = _dataset_attr(meta_ds, "mean", None)
+    std = _dataset_attr(meta_ds, "std", None)
+    if family and clean_ds is None:
+        ref = dataset.get(corrs[0], sev[0]) if corrs and sev else None
+        if ref is not None:
+            num_classes = num_classes or int(ref.num_classes)
+            mean, std = ref.mean, ref.std
+    if mean is None or std is None:
+        raise UserError(f"dataset {ds_name!r} has no mean/std for input normalisation")
+    norm = Normalize(mean, std).to(dev)
+    if num_classes <= 0:
+        raise UserError(f"dataset {ds_name!r} does not say how many classes it has")
+    rows = {k: _model_info(k, m, info, run, seed, ds_name) for k, m in mods.items()}
+    idents = [tuple(r[c] for c in KEYS) for r in rows.values()]
+    if len(set(idents)) != len(idents):
+        raise UserError("two models have the same (run, model, activation, order, seed, dataset); "
+                        "give them distinct info")
+    for m in mods.values():
+        m.to(dev).eval()
+    rank, world = _dist_info()
+    main = rank == 0
+
+    do_clean = clean_ds is not None
+    passes = _plan(corrs, sev, skip, do_clean)
+    level = probes if (do_clean or not family) else "none"
+    probe = {k: ModelProbe(m, level) for k, m in mods.items()}
+    cells_total = sum(len(s) + (1 if c else 0) for _, s, c in passes)
+    out: dict[str, list[pd.DataFrame]] = {t: [] for t in ("metrics", "layers", "samples", "units")}
+    done = 0
+    if progress:
+        progress({"event": "plan", "cells": cells_total, "passes": len(passes), "rank": rank,
+                  "world": world})
+    try:
+        with torch.inference_mode():
+            for corr, sevs, rec_clean in passes:
+                cell_keys = ([CLEAN] if rec_clean else []) + [(corr, s) for s in sevs]
+                data_sources = _sources(dataset, clean_ds, corr, sevs, family, limit)
+                n = len(data_sources[0][1]) if data_sources else 0
+                if n == 0:
+                    raise UserError(f"dataset {ds_name!r} has no samples to evaluate")
+                for _, src in data_sources[1:]:
+                    if len(src) < n:
+                        raise UserError(f"{ds_name}: {corr} has {len(src)} samples, the clean set {n}")
+                if world > n:
+                    raise UserError(f"{n} samples cannot be split over {world} processes")
+                start, stop = shard_range(n, rank, world)
+                sums = {(k, c): ClassificationSums(num_classes, device=dev) for k in mods for c in cell_keys}
+                sample_buf: dict[tuple[Any, tuple[str, int]], list[torch.Tensor]] = {
+                    (k, c): [] for k in mods for c in cell_keys}
+                pos_buf: list[torch.Tensor] = []
+                iters = [(name, _batches(src, start, stop, batch_size, num_workers)) for name, src in data_sources]
+                n_batches = math.ceil((stop - start) / batch_size)
+                need_clean_fwd = rec_clean or (probes != "none" and level != "none")
+                for b_i, batches in enumerate(zip(*[it for _, it in iters])):
+                    x, y, pos = batches[0]
+                    x = x.to(dev, non_blocking=True)
+                    y = y.to(dev, non_blocking=True)
+                    gidx = pos + int(indices_offset)
+                    pos_buf.append(gidx)
+                    if need_clean_fwd and clean_ds is not None:
+                        for k, m in mods.items():
+                            pr = probe[k]
+                            pr.begin("clean", record_units=rec_clean and probes == "all")
+                            with _autocast(dev, amp):
+                                logits = m(norm(x))
+                            pr.end()
+                            if rec_clean:
+                                correct, nll = sums[(k, CLEAN)].update(logits, y)
+                                sample_buf[(k, CLEAN)].append(torch.stack([correct, nll]).float())
+                    for j, s in enumerate(sevs):
+                        if family:
+                            xc = batches[j + (1 if clean_ds is not None else 0)][0].to(dev)
+                        else:
+                            xc = _corruptions.apply(x, corr, s, seed=seed, indices=gidx, preset=preset)
+                        for k, m in mods.items():
+                            pr = probe[k]
+                            pr.begin("corrupt", cell=(corr, s))
+                            with _autocast(dev, amp):
+                                logits = m(norm(xc))
+                            avg = pr.end()
+                            correct, nll = sums[(k, (corr, s))].update(logits, y)
+                            parts = [correct, nll]
+                            if avg is not None:
+                                parts += [avg[i].float() for i in SAMPLE_IDX]
+                            sample_buf[(k, (corr, s))].append(torch.stack([p.float() for p in parts]))
+                    for pr in probe.values():
+                        pr.release_clean()
+                    if progress:
+                        progress({"event": "batch", "corruption": corr or "clean", "batch": b_i + 1,
+                                  "batches": n_batches})
+                # ---- reduce across processes
+                state: list[torch.Tensor] = [sums[key].data for key in sums]
+                for k in mods:
+                    state += probe[k].state_tensors([c for c in cell_keys if c != CLEAN],
+                                                    units=rec_clean)
+                _all_reduce_sum(state)
+                pos_all = torch.cat(pos_buf) if pos_buf else torch.zeros(0, dtype=torch.int64)
+                local = {key: (torch.cat(v, dim=1).cpu().numpy() if v else np.zeros((2, 0), np.float32))
+                         for key, v in sample_buf.items()}
+                gathered = _all_gather((pos_all.numpy(), local))
+                if main:
+                    positions = np.concatenate([g[0] for g in gathered])
+                    for c in cell_keys:
+                        cell = _cell_frames(c, mods, rows, sums, probe, gathered, positions, probes)
+                        if keep_tables:
+                            for t in out:
+                                frame = getattr(cell, t)
+                                if frame is not None and len(frame):
+                                    out[t].append(frame)
+                        done += 1
+                        if on_cell_done is not None:
+                            on_cell_done(cell)
+                        if progress:
+                            progress({"event": "cell", "corruption": c[0], "severity": c[1],
+                                      "done": done, "total": cells_total})
+                if progress and main:
+                    progress({"event": "pass", "corruption": corr or "clean", "done": done,
+                              "total": cells_total})
+                for pr in probe.values():
+                    pr.reset_cells([c for c in cell_keys if c != CLEAN])
+    finally:
+        for pr in probe.values():
+            pr.detach()
+    tables = {t: (conform(pd.concat(f, ignore_index=True), t) if f else empty_frame(t))
+              for t, f in out.items()}
+    return EvalTables(**tables)
+
+
+def _sources(dataset: Any, clean_ds: Any, corr: str | None, sevs: list[int], family: bool,
+             limit: int | None) -> list[tuple[str, Any]]:
+    """The datasets read in lock-step in one pass: clean (if any), then one per severity (*-C)."""
+    out: list[tuple[str, Any]] = []
+    if clean_ds is not None:
+        out.append(("clean", _limited(clean_ds, limit)))
+    if family and corr is not None:
+        for s in sevs:
+            out.append((f"{corr}/{s}", _limited(dataset.get(corr, s), limit)))
+    return out
+
+
+def _limited(ds: Any, limit: int | None) -> Any:
+    if limit is None or len(ds) <= limit:
+        return ds
+    if hasattr(ds, "subset"):
+        return ds.subset(torch.arange(limit))
+    return torch.utils.data.Subset(ds, list(range(limit)))
+
+
+def _repeat_str(value: Any, n: int) -> Any:
+    """A pandas string array of ``n`` copies of ``value`` (cheap: one element, then take)."""
+    return pd.array([str(value)], dtype="str").take(np.zeros(n, dtype=np.intp))
+
+
+def _records_frame(table: str, idents: list[dict[str, Any]], extra: dict[str, list[Any]]) -> pd.DataFrame:
+    """A table from per-row identity dicts plus column lists, built with the schema's dtypes."""
+    raw: dict[str, list[Any]] = {c: [r[c] for r in idents] for c in KEYS}
+    raw.update(extra)
+    cols: dict[str, Any] = {}
+    for c in SCHEMAS[table]:
+        if c in INT_COLUMNS:
+            cols[c] = np.asarray(raw[c], dtype=np.int64)
+        elif c in FLOAT_COLUMNS:
+            cols[c] = np.asarray(raw[c], dtype=np.float64)
+        else:
+            cols[c] = pd.array([str(v) for v in raw[c]], dtype="str")
+    return conform(pd.DataFrame(cols, copy=False), table)
+
+
+def _cell_frames(cell: tuple[str, int], mods: Mapping[Any, nn.Module], rows: Mapping[Any, dict],
+                 sums: Mapping[tuple[Any, tuple[str, int]], ClassificationSums],
+                 probe: Mapping[Any, ModelProbe], gathered: list[Any], positions: np.ndarray,
+                 probes: str) -> CellResult:
+    """Build the metrics/layers/samples/units frames of one cell for every model."""
+    corr, sev = cell
+    m_id: list[dict[str, Any]] = []
+    m_cols: dict[str, list[Any]] = {"metric": [], "value": [], "n": []}
+    l_id: list[dict[str, Any]] = []
+    l_cols: dict[str, list[Any]] = {"layer": [], "layer_index": [], "stat": [], "value": [], "n": []}
+    u_id: list[dict[str, Any]] = []
+    u_cols: dict[str, list[Any]] = {"layer": [], "unit": [], "stat": [], "value": []}
+    s_parts: dict[str, list[Any]] = {c: [] for c in (*KEYS, "sample", "stat", "value")}
+    for k in mods:
+        ident = rows[k]
+        acc = sums[(k, cell)]
+        n = acc.n
+        metrics = dict(acc.results())
+        layer_rows: list[tuple[str, int, str, float]] = []
+        pr = probe[k]
+        if pr.level != "none":
+            if cell == CLEAN:
+                if probes == "all":
+                    pm, layer_rows, pu = pr.clean_records()
+                    metrics.update(pm)
+                    for layer, unit, stat, value in pu:
+                        u_id.append(ident)
+                        u_cols["layer"].append(layer)
+                        u_cols["unit"].append(unit)
+                        u_cols["stat"].append(stat)
+                        u_cols["value"].append(value)
+            else:
+                pm, layer_rows = pr.fluct_records(cell, n)
+                metrics.update(pm)
+        for metric, value in metrics.items():
+            m_id.append(ident)
+            m_cols["metric"].append(metric)
+            m_cols["value"].append(value)
+            m_cols["n"].append(n)
+        for layer, li, stat, value in layer_rows:
+            l_id.append(ident)
+            l_cols["layer"].append(layer)
+            l_cols["layer_index"].append(li)
+            l_cols["stat"].append(stat)
+            l_cols["value"].append(value)
+            l_cols["n"].append(n)
+        # per-sample rows, vectorised
+        arr = np.concatenate([g[1][(k, cell)] for g in gathered], axis=1)
+        stats = ["correct", "nll"] + (list(SAMPLE_FLUCT_STATS) if arr.shape[0] > 2 else [])
+        n_s = arr.shape[1]
+        total = n_s * len(stats)
+        for c in KEYS:
+            s_parts[c].append(_repeat_str(ident[c], total) if c != "seed" else np.full(total, ident[c]))
+        s_parts["sample"].append(np.tile(positions[:n_s], len(stats)))
+        s_parts["stat"].append(pd.array(stats, dtype="str").take(np.repeat(np.arange(len(stats)), n_s)))
+        s_parts["value"].append(arr[: len(stats)].astype(np.float64).reshape(-1))
+
+    def cat(parts: list[Any]) -> Any:
+        return parts[0] if len(parts) == 1 else (
+            np.concatenate(parts) if isinstance(parts[0], np.ndarray) else pd.concat(
+                [pd.Series(p) for p in parts], ignore_index=True).array)
+
+    m_cols.update(corruption=[corr] * len(m_id), severity=[sev] * len(m_id))
+    l_cols.update(corruption=[corr] * len(l_id), severity=[sev] * len(l_id))
+    metrics_f = _records_frame("metrics", m_id, m_cols) if m_id else empty_frame("metrics")
+    layers_f = _records_frame("layers", l_id, l_cols) if l_id else None
+    units_f = _records_frame("units", u_id, u_cols) if u_id else None
+    samples_f = None
+    if s_parts["value"]:
+        total = sum(len(v) for v in s_parts["value"])
+        cols = {c: cat(s_parts[c]) for c in KEYS}
+        cols.update(corruption=_repeat_str(corr, total), severity=np.full(total, sev, dtype=np.int64),
+                    sample=cat(s_parts["sample"]), stat=cat(s_parts["stat"]), value=cat(s_parts["value"]))
+        samples_f = conform(pd.DataFrame(cols), "samples")
+    return CellResult(corr, sev, metrics=metrics_f, layers=layers_f, samples=samples_f, units=units_f)

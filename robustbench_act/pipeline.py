@@ -1,0 +1,419 @@
+"""Run orchestration: the embedded default (train on digits, evaluate, compare) and checkpoint runs.
+
+``run_default`` trains ``cnn_small`` once per activation on scikit-learn's bundled digits
+(torch seeded identically before each build, so every activation starts from comparable
+weights; the ``digits`` training recipe), saves each model under ``<out>/models/<act>/``,
+then evaluates all of them together in ONE :func:`~robustbench_act.evaluate.evaluate_tables`
+call (paired: every model sees the same corrupted images) and writes the results store.
+``run_models`` is the shared tail: store begin/resume, evaluation with a per-cell flush,
+finalisation and the summary; ``run_checkpoints`` loads checkpoints and calls it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from robustbench_act.errors import UserError, unknown
+
+DEFAULT_ACTIVATIONS = ("relu", "silu", "gelu", "la_silu", "la_hardsilu", "an_swish")
+DEFAULT_MODEL = "cnn_small"
+DEFAULT_DATASET = "digits"
+DEFAULT_SEVERITIES = (1, 2, 3, 4, 5)
+DEFAULT_BATCH_SIZE = 512
+MODELS_DIR = "models"
+
+
+@dataclass
+class RunOutcome:
+    """What a run produced: its folder, status, summary and metrics."""
+
+    path: Path
+    status: str
+    summary: pd.DataFrame
+    metrics: pd.DataFrame
+    manifest: dict[str, Any]
+
+
+# ----------------------------------------------------------------------------- option parsing
+
+
+def parse_severities(spec: str | int | Sequence[int]) -> list[int]:
+    """'1-5', '1,3,5', '3' or a list -> sorted unique severities in 1..5 (UserError otherwise)."""
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        vals = [spec]
+    elif isinstance(spec, str):
+        vals = []
+        text = spec.strip()
+        if not text:
+            raise UserError("--severities is empty; give e.g. 1-5 or 1,3,5")
+        for part in text.split(","):
+            part = part.strip()
+            m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+            try:
+                if m:
+                    lo, hi = int(m.group(1)), int(m.group(2))
+                    if lo > hi:
+                        raise UserError(f"bad severity range {part!r} (low > high)")
+                    vals.extend(range(lo, hi + 1))
+                else:
+                    vals.append(int(part))
+            except ValueError:
+                raise UserError(f"bad severities {spec!r}: use 1-5, 1,3,5 or a single number") from None
+    else:
+        vals = [int(v) for v in spec]
+    bad = [v for v in vals if not 1 <= v <= 5]
+    if bad:
+        raise UserError(f"severity must be 1..5, got {bad[0]} (in {spec!r})")
+    if not vals:
+        raise UserError("no severity given")
+    return sorted(set(vals))
+
+
+def parse_corruptions(spec: str | Sequence[str]) -> list[str]:
+    """'all', 'common', a group, or 'name,name' -> corruption names (plug-ins must be loaded first)."""
+    import corruptions
+
+    if not isinstance(spec, str):
+        spec = ",".join(spec)
+    spec = spec.strip()
+    if spec in ("", "none"):
+        return []
+    try:
+        return corruptions.names(spec)
+    except corruptions.CorruptionError as exc:
+        raise UserError(str(exc)) from None
+
+
+def parse_list(spec: str | Sequence[str] | None) -> list[str]:
+    """'a,b,c' -> ['a', 'b', 'c'] (empty parts dropped)."""
+    if spec is None:
+        return []
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    return [s.strip() for s in items if s and s.strip()]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """'auto'/None -> CUDA when available else CPU; an unavailable device is a UserError."""
+    if device is None or str(device) == "auto":
+        from robustbench_act import distributed as dist
+
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist.local_rank() if dist.is_distributed() else 0)
+        return torch.device("cpu")
+    try:
+        dev = torch.device(str(device))
+    except (RuntimeError, ValueError):
+        raise unknown("device", str(device), ["auto", "cpu", "cuda", "cuda:0", "mps"]) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available here (use --device cpu)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError(f"--device {device}: MPS is not available here (use --device cpu)")
+    return dev
+
+
+def _slug(text: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_.-]+", "-", text.strip()).strip("-.")
+    return s[-40:] or "run"
+
+
+def default_out(dataset: str, label: str = "") -> Path:
+    """``results/<dataset>[-label]-<UTC timestamp>`` (a numbered suffix when taken)."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = Path("results") / "-".join(p for p in (_slug(dataset.replace(":", "-")), label, stamp) if p)
+    out, k = base, 2
+    while out.exists():
+        out = base.with_name(f"{base.name}-{k}")
+        k += 1
+    return out
+
+
+def _agree(value: Any) -> Any:
+    """Rank 0's value on every rank (no-op in one process)."""
+    from robustbench_act import distributed as dist
+
+    return dist.broadcast_object(value)
+
+
+def _checked(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on rank 0 only and share its result or its UserError with every rank."""
+    from robustbench_act import distributed as dist
+
+    if not dist.is_distributed():
+        return fn()
+    box: tuple[str, Any]
+    if dist.is_main_process():
+        try:
+            box = ("ok", fn())
+        except UserError as exc:
+            box = ("error", str(exc))
+    else:
+        box = ("ok", None)
+    box = dist.broadcast_object(box)
+    if box[0] == "error":
+        raise UserError(box[1])
+    return box[1]
+
+
+# ----------------------------------------------------------------------------- shared tail
+
+
+def summarise_with(metrics: pd.DataFrame, baseline: str | pd.DataFrame | None) -> pd.DataFrame:
+    """``metrics.summarise`` with ``baseline`` an activation, a metrics table, or "alexnet"."""
+    from robustbench_act.metrics import summarise
+
+    if isinstance(baseline, str) and baseline.lower() == "alexnet":
+        return summarise(metrics, alexnet=True)
+    return summarise(metrics, baseline=baseline)
+
+
+def check_baseline(baseline: str | pd.DataFrame | None, activations: Sequence[str]) -> None:
+    """A baseline activation name must be one of the evaluated activations (checked before running)."""
+    if not isinstance(baseline, str) or baseline.lower() == "alexnet":
+        return
+    from robustbench_act.activations import canonical_spec
+
+    try:
+        spec = canonical_spec(baseline)
+    except UserError:
+        spec = baseline
+    if spec not in activations and baseline not in activations:
+        raise unknown("--baseline activation", baseline, [*activations, "alexnet", "a results folder"])
+
+
+def run_models(models: Mapping[str, nn.Module], info: Mapping[str, Mapping[str, Any]], dataset: Any, *,
+               out: str | Path, config: dict[str, Any], corruptions: Sequence[str],
+               severities: Sequence[int], probes: str = "all", seed: int = 0,
+               batch_size: int = DEFAULT_BATCH_SIZE, device: torch.device | None = None,
+               amp: str | None = None, resume: bool = False, preset: str | None = None,
+               clean: Any = None, progress: Callable[[dict[str, Any]], None] | None = None,
+               on_cell_done: Callable[[Any], None] | None = None,
+               baseline: str | pd.DataFrame | None = None, num_workers: int = 0,
+               begun: str | None = None, manifest: dict[str, Any] | None = None) -> RunOutcome:
+    """Evaluate ``models`` into the results store at ``out`` (resumable) and summarise."""
+    from robustbench_act import distributed as dist
+    from robustbench_act.evaluate import evaluate_tables
+    from robustbench_act.manifest import base_manifest
+    from robustbench_act.results import RunStore, cell_order, load_run
+
+    out = Path(out)
+    store = RunStore(out)
+    main = dist.is_main_process()
+    run = out.name
+    if manifest is None:
+        manifest = {**base_manifest(seed=seed, config=config, device=device), "run": run}
+    if begun is None:
+        begun = _checked(lambda: store.begin(manifest, resume=resume))
+    if begun == "complete":
+        r = load_run(out, samples=False)
+        return RunOutcome(out, "already complete", summarise_with(r.metrics, _canonical_baseline(baseline)), r.metrics,
+                          r.manifest)
+    skip = _agree(sorted(store.done_cells()) if main else None)
+
+    def flush(cell: Any) -> None:
+        if main:
+            store.write_cell(cell)
+        if on_cell_done is not None:
+            on_cell_done(cell)
+
+    evaluate_tables(models, dataset, corruptions=corruptions, severities=severities, probes=probes,
+                    seed=seed, batch_size=batch_size, device=device, amp=amp, run=run, info=info,
+                    preset=preset, clean=clean, on_cell_done=flush, skip_cells=skip,
+                    progress=progress, num_workers=num_workers, keep_tables=False)
+    status = "complete"
+    summary = pd.DataFrame()
+    metrics = pd.DataFrame()
+    if main:
+        order = cell_order(corruptions, severities, clean=config.get("clean", True))
+        finished = {**manifest, **{k: v for k, v in (store_manifest(out) or {}).items()
+                                   if k in ("started", "resumed")}}
+        metrics = store.finalize(finished, order=order)
+        summary = summarise_with(metrics, _canonical_baseline(baseline))
+        manifest = finished
+    dist.barrier()
+    return RunOutcome(out, status, summary, metrics, manifest)
+
+
+def store_manifest(out: Path) -> dict[str, Any] | None:
+    """The manifest currently in a run folder (None when absent)."""
+    from robustbench_act.results import read_manifest
+
+    return read_manifest(out)
+
+
+# ----------------------------------------------------------------------------- the default
+
+
+def _dataset_check(ds: Any, spec: str) -> None:
+    if not hasattr(ds, "__getitem__"):
+        raise UserError(f"{spec} is a precomputed corruption set; the default pipeline trains on a "
+                        "clean dataset (use --dataset digits)")
+
+
+def run_default(activations: Sequence[str] = DEFAULT_ACTIVATIONS, out: str | Path | None = None,
+                seed: int = 0, *, model: str = DEFAULT_MODEL, order: str = "conventional",
+                dataset: str = DEFAULT_DATASET, corruptions: str | Sequence[str] = "all",
+                severities: str | Sequence[int] = DEFAULT_SEVERITIES, probes: str = "all",
+                batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = None,
+                amp: str | None = None, limit: int | None = None, resume: bool = False,
+                progress: Callable[[dict[str, Any]], None] | None = None,
+                on_cell_done: Callable[[Any], None] | None = None,
+                train_progress: bool = False, baseline: str | None = None,
+                epochs: int | None = None, preset: str | None = None,
+                on_trained: Callable[[str, Any], None] | None = None) -> RunOutcome:
+    """Train ``model`` per activation on digits (the ``digits`` recipe) and evaluate all together."""
+    from robustbench_act import distributed as dist
+    from robustbench_act.activations import canonical_spec
+    from robustbench_act.checkpoint import load_checkpoint
+    from robustbench_act.data import load_dataset
+    from robustbench_act.probes import require_level
+    from robustbench_act.results import RunStore
+    from robustbench_act.train import make_config, train_model
+
+    acts = parse_list(activations) if isinstance(activations, str) else list(activations)
+    if not acts:
+        raise UserError("--activations is empty")
+    specs = [canonical_spec(a) for a in acts]
+    if len(set(specs)) != len(specs):
+        raise UserError(f"--activations lists an activation twice: {', '.join(acts)}")
+    probes = require_level(probes)
+    sevs = parse_severities(severities)
+    corrs = parse_corruptions(corruptions)
+    dev = resolve_device(device)
+    check_baseline(baseline, specs)
+    test = load_dataset(dataset, split="test", limit=limit)
+    _dataset_check(test, dataset)
+    cfg = make_config("digits" if dataset == "digits" else "paper", seed=seed,
+                      device=str(dev), epochs=epochs)
+    out = Path(out) if out is not None else Path(_agree(str(default_out(dataset, "default"))))
+    models_dir = out / MODELS_DIR
+    config = {
+        "mode": "default", "dataset": dataset, "dataset_name": test.name, "model": model,
+        "order": order, "activations": specs, "corruptions": corrs, "severities": sevs,
+        "corruption_seed": seed, "preset": preset, "limit": limit, "n_images": len(test),
+        "batch_size": batch_size, "probes": probes, "amp": amp, "train": cfg.to_dict(),
+        "world_size": dist.world_size(), "clean": True,
+        "models": [{"model": model, "activation": s, "order": order, "seed": seed} for s in specs],
+    }  # fmt: skip
+    from robustbench_act.manifest import base_manifest
+
+    store = RunStore(out)
+    manifest = {**base_manifest(seed=seed, config=config, device=dev), "run": out.name}
+    begun = _checked(lambda: store.begin(manifest, resume=resume))
+    models: dict[str, nn.Module] = {}
+    info: dict[str, dict[str, Any]] = {}
+    if begun != "complete":
+        for spec in specs:
+            mdir = models_dir / _slug(spec)
+            if _agree(not _trained(mdir)):  # under torchrun every rank trains (DDP)
+                result = train_model(model, dataset=dataset, out_dir=mdir, config=cfg, activation=spec,
+                                     order=order, resume=resume, progress=train_progress)
+                if on_trained is not None and dist.is_main_process():
+                    on_trained(spec, result)
+            dist.barrier()
+            net, _ = load_checkpoint(mdir, device=dev)
+            models[spec] = net
+            info[spec] = {"model": model, "activation": spec, "order": order, "seed": seed}
+    return run_models(models, info, test, out=out, config=config, corruptions=corrs, severities=sevs,
+                      probes=probes, seed=seed, batch_size=batch_size, device=dev, amp=amp,
+                      resume=resume, preset=preset, progress=progress, on_cell_done=on_cell_done,
+                      baseline=baseline, begun=begun, manifest=manifest)
+
+
+def _canonical_baseline(baseline: str | pd.DataFrame | None) -> str | pd.DataFrame | None:
+    if not isinstance(baseline, str) or baseline.lower() == "alexnet":
+        return baseline
+    from robustbench_act.activations import canonical_spec
+
+    try:
+        return canonical_spec(baseline)
+    except UserError:
+        return baseline
+
+
+def _trained(folder: Path) -> bool:
+    """A finished training output: checkpoint files and a manifest saying "finished"."""
+    import json
+
+    from robustbench_act.checkpoint import is_checkpoint
+
+    if not is_checkpoint(folder):
+        return False
+    try:
+        return json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("status") == "finished"
+    except (OSError, ValueError):
+        return False
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def load_models(checkpoints: Sequence[str | Path], *, device: torch.device, model: str | None = None,
+                activation: str | None = None, order: str | None = None,
+                num_classes: int | None = None, in_chans: int | None = None
+                ) -> tuple[dict[str, nn.Module], dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Load checkpoints (this project's format, or plain state dicts with ``model``); keys unique."""
+    from robustbench_act.activations import canonical_spec
+    from robustbench_act.checkpoint import is_checkpoint, load_checkpoint, read_meta
+
+    models: dict[str, nn.Module] = {}
+    info: dict[str, dict[str, Any]] = {}
+    metas: list[dict[str, Any]] = []
+    for ck in checkpoints:
+        arch = {"activation": activation, "order": order, "num_classes": num_classes, "in_chans": in_chans}
+        if is_checkpoint(ck):
+            # this project's checkpoints describe their own architecture: an override that differs
+            # would evaluate trained weights under another network, so it is refused
+            saved = read_meta(ck)
+            given = {"model": model, "activation": activation, "order": order}
+            for k, v in given.items():
+                if v is None:
+                    continue
+                old = saved.get(k) or ("conventional" if k == "order" else None)
+                same = canonical_spec(v) == canonical_spec(old) if k == "activation" and old else v == old
+                if not same:
+                    raise UserError(f"checkpoint {ck} was trained with {k} {old!r}, not {v!r}; drop --{k} "
+                                    f"(to change it, fine-tune: actbench train --recipe finetune)")
+            model_arg, arch = None, {}
+        else:
+            model_arg = model
+        net, meta = load_checkpoint(ck, device=device, model=model_arg, **arch)
+        assert net is not None
+        act = str(meta.get("activation") or activation or "default")
+        row = {
+            "model": str(meta.get("model") or model or type(net).__name__),
+            "activation": act,
+            "order": str(meta.get("order") or order or "conventional"),
+            "seed": int(meta.get("seed") if meta.get("seed") is not None
+                        else (meta.get("train_config") or {}).get("seed", 0) or 0),
+        }
+        key = f"{len(models)}:{act}"
+        models[key] = net
+        info[key] = row
+        metas.append({**{k_: v for k_, v in meta.items() if k_ in (
+            "model", "activation", "order", "seed", "num_classes", "classes", "dataset", "format", "source")},
+            "path": str(ck)})
+    return models, info, metas
+
+
+def check_classes(meta: Mapping[str, Any], dataset: Any, path: str | Path) -> None:
+    """A checkpoint must predict the dataset's classes (count, and names when both record them)."""
+    n = meta.get("num_classes")
+    if n is not None and int(n) != int(dataset.num_classes):
+        raise UserError(f"checkpoint {path} predicts {n} classes but {dataset.name} has "
+                        f"{dataset.num_classes}; evaluate it on the dataset it was trained for")
+    classes = meta.get("classes")
+    if classes is None and isinstance(meta.get("dataset"), Mapping):
+        classes = meta["dataset"].get("classes")
+    ds_classes = getattr(dataset, "classes", None)
+    if classes and ds_classes and [str(c) for c in classes] != [str(c) for c in ds_classes]:
+        raise UserError(f"checkpoint {path} was trained on classes {list(classes)[:4]}..., "
+                        f"not {dataset.name}'s {list(ds_classes)[:4]}...")

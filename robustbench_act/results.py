@@ -1,0 +1,412 @@
+"""Results store: one folder per evaluation run, written cell by cell, consolidated at the end.
+
+Layout of a finished run folder::
+
+    metrics.parquet, metrics.csv  run, model, activation, order, seed, dataset,
+                                  corruption ("clean" for clean), severity (0 for clean),
+                                  metric, value, n
+    layers.parquet                ... corruption, severity, layer, layer_index, stat, value, n
+    samples.parquet               ... corruption, severity, sample, stat, value
+    units.parquet                 run, model, activation, order, seed, dataset, layer, unit, stat, value
+    summary.csv                   metrics.summarise() of metrics.parquet
+    manifest.json                 command, config, versions, git commit, device, seed,
+                                  started/finished, status "complete"
+
+While a run is going, each finished (corruption, severity) cell is flushed atomically
+as a folder ``cells/<corruption>__s<severity>/`` (written under a temporary name, then
+renamed), and ``manifest.json`` says ``"status": "incomplete"``; there is no
+``metrics.parquet`` until :meth:`RunStore.finalize`, which writes ``metrics.parquet`` last.
+So an interrupted run keeps every finished cell, is recognisable as incomplete, and
+``--resume`` completes it without recomputing those cells; the consolidated tables are
+built from the parquet parts in the canonical cell order either way, so a resumed run
+ends with exactly the tables of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from robustbench_act.errors import UserError
+from robustbench_act.fileio import atomic_write, atomic_write_frame, atomic_write_json
+
+KEYS = ("run", "model", "activation", "order", "seed", "dataset")
+#: Column order of each table (exact schema; the compare/report code reads these).
+SCHEMAS: dict[str, tuple[str, ...]] = {
+    "metrics": (*KEYS, "corruption", "severity", "metric", "value", "n"),
+    "layers": (*KEYS, "corruption", "severity", "layer", "layer_index", "stat", "value", "n"),
+    "samples": (*KEYS, "corruption", "severity", "sample", "stat", "value"),
+    "units": (*KEYS, "layer", "unit", "stat", "value"),
+}
+INT_COLUMNS = {"seed", "severity", "n", "layer_index", "sample", "unit"}
+FLOAT_COLUMNS = {"value"}
+TABLES = tuple(SCHEMAS)
+MANIFEST = "manifest.json"
+CELLS_DIR = "cells"
+STATUS_COMPLETE = "complete"
+STATUS_INCOMPLETE = "incomplete"
+#: Config keys that must agree for ``--resume`` to continue a run.
+RESUME_KEYS = ("dataset", "corruptions", "severities", "corruption_seed", "limit", "batch_size",
+               "probes", "models", "preset")  # fmt: skip
+
+
+def arrow_schema(table: str) -> Any:
+    """The pyarrow schema of a table (ints int64, value float64, the rest strings)."""
+    import pyarrow as pa
+
+    def typ(c: str) -> Any:
+        return pa.int64() if c in INT_COLUMNS else pa.float64() if c in FLOAT_COLUMNS else pa.string()
+
+    return pa.schema([(c, typ(c)) for c in SCHEMAS[table]])
+
+
+def empty_frame(table: str) -> pd.DataFrame:
+    """An empty table with the schema's columns and dtypes."""
+    return conform(pd.DataFrame({c: [] for c in SCHEMAS[table]}), table)
+
+
+def conform(frame: pd.DataFrame | None, table: str) -> pd.DataFrame:
+    """Order columns as the schema says and fix dtypes (ints int64, value float64, the rest pandas str)."""
+    cols = SCHEMAS[table]
+    if frame is None:
+        frame = pd.DataFrame({c: [] for c in cols})
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{table} table lacks column(s) {', '.join(missing)}")
+    if tuple(frame.columns) == cols and all(_dtype_ok(c, frame[c].dtype) for c in cols):
+        return frame if isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 \
+            else frame.reset_index(drop=True)
+    out = frame.loc[:, list(cols)].copy()
+    for c in cols:
+        s = out[c]
+        if c in INT_COLUMNS:
+            if s.dtype != "int64":
+                out[c] = pd.to_numeric(s).astype("int64")
+        elif c in FLOAT_COLUMNS:
+            if s.dtype != "float64":
+                out[c] = pd.to_numeric(s).astype("float64")
+        elif not isinstance(s.dtype, pd.StringDtype):
+            out[c] = s.astype("str")
+    return out.reset_index(drop=True)
+
+
+def _dtype_ok(col: str, dtype: Any) -> bool:
+    if col in INT_COLUMNS:
+        return dtype == "int64"
+    if col in FLOAT_COLUMNS:
+        return dtype == "float64"
+    return isinstance(dtype, pd.StringDtype)
+
+
+@dataclass
+class CellResult:
+    """Everything one finished (corruption, severity) cell produced, for all models."""
+
+    corruption: str
+    severity: int
+    metrics: pd.DataFrame
+    layers: pd.DataFrame | None = None
+    samples: pd.DataFrame | None = None
+    units: pd.DataFrame | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """(corruption, severity); ("clean", 0) for the clean cell."""
+        return (self.corruption, int(self.severity))
+
+
+def cell_dirname(corruption: str, severity: int) -> str:
+    """Folder name of a cell part under ``cells/``."""
+    return f"{corruption}__s{int(severity)}"
+
+
+def _parse_cell_dirname(name: str) -> tuple[str, int] | None:
+    base, sep, sev = name.rpartition("__s")
+    if not sep or not base or not sev.isdigit():
+        return None
+    return base, int(sev)
+
+
+def cell_order(corruptions: Sequence[str], severities: Sequence[int], clean: bool = True) -> list[tuple[str, int]]:
+    """The canonical cell order: clean first, then corruptions in order, severities ascending."""
+    head = [("clean", 0)] if clean else []
+    return head + [(c, int(s)) for c in corruptions for s in sorted(int(x) for x in severities)]
+
+
+def read_manifest(path: str | Path) -> dict[str, Any] | None:
+    """The manifest of a run folder, or None when there is none; a damaged one is a UserError."""
+    p = Path(path) / MANIFEST
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"unreadable manifest {p}: {exc}") from exc
+
+
+def is_complete(path: str | Path) -> bool:
+    """True for a finished run folder: manifest status complete and metrics.parquet present."""
+    m = read_manifest(path)
+    return bool(m) and m.get("status") == STATUS_COMPLETE and (Path(path) / "metrics.parquet").is_file()
+
+
+class RunStore:
+    """Writer of one run folder: ``begin`` -> ``write_cell`` per finished cell -> ``finalize``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.cells_dir = self.path / CELLS_DIR
+        # the small tables of cells written by this process (identical to their parquet parts)
+        self._cache: dict[tuple[str, int], dict[str, pd.DataFrame]] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def begin(self, manifest: dict[str, Any], *, resume: bool = False) -> str:
+        """Open the folder for writing; returns "new", "resume" or "complete" (nothing to do).
+
+        Without ``resume`` an existing run folder is refused (one line, exit 2), so results
+        are never mixed; with it, the stored config must match ``manifest["config"]``.
+        """
+        existing = read_manifest(self.path)
+        if existing is None:
+            if self.path.exists() and not self.path.is_dir():
+                raise UserError(f"--out {self.path} is a file, not a folder")
+            if self.path.is_dir() and any(p for p in self.path.iterdir() if not p.name.startswith(".")):
+                raise UserError(f"--out {self.path} exists and is not an actbench results folder; "
+                                "choose an empty or new folder")
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._write_manifest({**manifest, "status": STATUS_INCOMPLETE})
+            return "new"
+        if existing.get("kind", "evaluation") != "evaluation":
+            raise UserError(f"--out {self.path} holds a {existing.get('kind')} output, not an evaluation run")
+        complete = is_complete(self.path)
+        if not resume:
+            what = "a complete run" if complete else "an unfinished run (continue it with --resume)"
+            raise UserError(f"--out {self.path} already holds {what}; choose another --out")
+        old_cfg, new_cfg = existing.get("config", {}), manifest.get("config", {})
+        diff = [k for k in RESUME_KEYS if k in old_cfg and k in new_cfg and old_cfg[k] != new_cfg[k]]
+        if diff:
+            k = diff[0]
+            raise UserError(f"--resume: {self.path} was run with {k}={old_cfg[k]!r}, not {new_cfg[k]!r}; "
+                            "use the same options or another --out")
+        if complete:
+            return "complete"
+        kept = {k: existing[k] for k in ("started", "run") if k in existing}
+        self._write_manifest({**manifest, **kept, "status": STATUS_INCOMPLETE,
+                              "resumed": [*existing.get("resumed", []), manifest.get("started")]})
+        return "resume"
+
+    def _write_manifest(self, manifest: dict[str, Any]) -> None:
+        atomic_write_json(self.path / MANIFEST, {"kind": "evaluation", **manifest})
+
+    def write_cell(self, cell: CellResult) -> Path:
+        """Flush one finished cell atomically (a temporary folder renamed onto ``cells/<cell>``)."""
+        self.cells_dir.mkdir(parents=True, exist_ok=True)
+        final = self.cells_dir / cell_dirname(cell.corruption, cell.severity)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=self.cells_dir))
+        kept: dict[str, pd.DataFrame] = {}
+        try:
+            for table in TABLES:
+                frame = getattr(cell, table)
+                if frame is None or len(frame) == 0:
+                    continue
+                frame = conform(frame, table)
+                frame.to_parquet(tmp / f"{table}.parquet", index=False)
+                if table != "samples":
+                    kept[table] = frame
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._cache[cell.key] = kept
+        return final
+
+    def done_cells(self) -> set[tuple[str, int]]:
+        """Cells already flushed (complete parts only; temporary folders are ignored)."""
+        if not self.cells_dir.is_dir():
+            return set()
+        out = set()
+        for p in self.cells_dir.iterdir():
+            if p.is_dir() and not p.name.startswith("."):
+                key = _parse_cell_dirname(p.name)
+                if key is not None:
+                    out.add(key)
+        return out
+
+    def read_cells(self, order: Sequence[tuple[str, int]] | None = None,
+                   tables: Sequence[str] = TABLES) -> dict[str, pd.DataFrame]:
+        """Concatenate the flushed parts per table, in ``order`` (else clean first, then by name)."""
+        done = self.done_cells()
+        if order is None:
+            order = sorted(done, key=lambda k: (k[0] != "clean", k[0], k[1]))
+        frames: dict[str, list[pd.DataFrame]] = {t: [] for t in tables}
+        for key in order:
+            if key not in done:
+                continue
+            d = self.cells_dir / cell_dirname(*key)
+            cached = self._cache.get(key)
+            for table in tables:
+                if cached is not None and table != "samples":
+                    if table in cached:
+                        frames[table].append(cached[table])
+                    continue
+                p = d / f"{table}.parquet"
+                if p.is_file():
+                    frames[table].append(pd.read_parquet(p))
+        return {t: conform(pd.concat(f, ignore_index=True), t) if f else empty_frame(t)
+                for t, f in frames.items()}
+
+    def finalize(self, manifest: dict[str, Any], *, order: Sequence[tuple[str, int]] | None = None,
+                 summary: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Consolidate the cell parts into the final tables; manifest "complete"; metrics.parquet last.
+
+        Returns the consolidated metrics table.
+        """
+        from robustbench_act.manifest import now_iso
+        from robustbench_act.metrics import summarise
+
+        if order is None:
+            cfg = manifest.get("config", {})
+            if "corruptions" in cfg and "severities" in cfg:
+                order = cell_order(cfg["corruptions"], cfg["severities"])
+        missing = [k for k in (order or []) if k not in self.done_cells()]
+        if order is not None and ("clean", 0) in missing and not manifest.get("config", {}).get("clean", True):
+            missing.remove(("clean", 0))
+        if missing:
+            raise RuntimeError(f"cannot finalise {self.path}: {len(missing)} cell(s) missing, e.g. {missing[0]}")
+        tables = self.read_cells(order, tables=("metrics", "layers", "units"))
+        self._write_samples(order)
+        for table in ("layers", "units"):
+            atomic_write_frame(self.path / f"{table}.parquet", tables[table])
+        summ = summary if summary is not None else summarise(tables["metrics"])
+        atomic_write_frame(self.path / "summary.csv", summ)
+        atomic_write_frame(self.path / "metrics.csv", tables["metrics"])
+        done = {**manifest, "status": STATUS_COMPLETE, "finished": now_iso()}
+        self._write_manifest(done)
+        atomic_write_frame(self.path / "metrics.parquet", tables["metrics"])
+        shutil.rmtree(self.cells_dir, ignore_errors=True)
+        return tables["metrics"]
+
+    def _write_samples(self, order: Sequence[tuple[str, int]] | None) -> None:
+        """Stream the per-sample parts into samples.parquet one row group per cell (low memory)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        done = self.done_cells()
+        keys = order if order is not None else sorted(done, key=lambda k: (k[0] != "clean", k[0], k[1]))
+        schema = arrow_schema("samples")
+
+        def write(tmp: Path) -> None:
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for key in keys:
+                    p = self.cells_dir / cell_dirname(*key) / "samples.parquet"
+                    if key in done and p.is_file():
+                        part = conform(pd.read_parquet(p), "samples")
+                        writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
+
+        atomic_write(self.path / "samples.parquet", write)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Run:
+    """One or several runs' tables (concatenated) and manifests."""
+
+    metrics: pd.DataFrame
+    layers: pd.DataFrame
+    samples: pd.DataFrame
+    units: pd.DataFrame
+    manifest: dict[str, Any]
+    manifests: list[dict[str, Any]] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+
+    def summary(self, *, baseline: str | pd.DataFrame | None = None, alexnet: bool = False) -> pd.DataFrame:
+        """``metrics.summarise`` of this run's metrics."""
+        from robustbench_act.metrics import summarise
+
+        return summarise(self.metrics, baseline=baseline, alexnet=alexnet)
+
+
+def _read_table(path: Path, table: str) -> pd.DataFrame:
+    p = path / f"{table}.parquet"
+    if not p.is_file():
+        return empty_frame(table)
+    try:
+        return conform(pd.read_parquet(p), table)
+    except Exception as exc:  # a damaged file is the user's to fix: one line
+        raise UserError(f"unreadable {p}: {exc}") from exc
+
+
+def load_run(path: str | Path, *, allow_incomplete: bool = False, samples: bool = True) -> Run:
+    """Read one run folder; an unfinished one is refused unless ``allow_incomplete`` (cell parts)."""
+    p = Path(path).expanduser()
+    if p.is_file() and p.name in (MANIFEST, "metrics.parquet"):
+        p = p.parent
+    if not p.is_dir():
+        raise UserError(f"results folder not found: {p}")
+    manifest = read_manifest(p)
+    if manifest is None:
+        raise UserError(f"{p} is not a results folder (no {MANIFEST})")
+    if not is_complete(p):
+        if not allow_incomplete:
+            raise UserError(f"{p} holds an incomplete run ({len(RunStore(p).done_cells())} cells "
+                            "finished); finish it with `actbench run --resume --out` and the same options")
+        tables = RunStore(p).read_cells()
+        if not samples:
+            tables["samples"] = empty_frame("samples")
+    else:
+        tables = {t: (_read_table(p, t) if (t != "samples" or samples) else empty_frame(t)) for t in TABLES}
+    return Run(manifest=manifest, manifests=[manifest], paths=[p], **tables)
+
+
+def _is_run_folder(d: Path) -> bool:
+    man = read_manifest(d)
+    return bool(man) and (man.get("kind") == "evaluation" or (d / "metrics.parquet").is_file())
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Run folders at or below ``root`` (an evaluation manifest, or a manifest + metrics.parquet)."""
+    r = Path(root).expanduser()
+    if _is_run_folder(r):
+        return [r]
+    return [m.parent for m in sorted(r.rglob(MANIFEST)) if _is_run_folder(m.parent)]
+
+
+def load_runs(paths: str | Path | Iterable[str | Path], *, samples: bool = True) -> Run:
+    """Concatenate several runs; a sweep folder is searched recursively (unfinished runs skipped)."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    runs: list[Run] = []
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if not p.exists():
+            raise UserError(f"results folder not found: {p}")
+        if read_manifest(p) is not None:
+            runs.append(load_run(p, samples=samples))
+            continue
+        found = find_runs(p)
+        if not found:
+            raise UserError(f"no results under {p} (no run folder with {MANIFEST} found)")
+        for d in found:
+            if not is_complete(d):
+                warnings.warn(f"skipping incomplete run {d}", stacklevel=2)
+                continue
+            runs.append(load_run(d, samples=samples))
+    if not runs:
+        raise UserError("no complete run among the given folders")
+    tables = {t: pd.concat([getattr(r, t) for r in runs], ignore_index=True) for t in TABLES}
+    manifests = [m for r in runs for m in r.manifests]
+    manifest = manifests[0] if len(manifests) == 1 else {"runs": manifests}
+    return Run(manifest=manifest, manifests=manifests, paths=[q for r in runs for q in r.paths], **tables)
