@@ -266,7 +266,9 @@ def evaluate_tables(models: nn.Module | Mapping[Any, nn.Module], dataset: Any, *
                     on_cell_done: Callable[[CellResult], None] | None = None,
                     skip_cells: Iterable[tuple[str, int]] = (), run: str = "",
                     info: Mapping[Any, Mapping[str, Any]] | None = None, preset: str | None = None,
-                    clean: Any = None, num_workers: int = 0, keep_tables: bool = True) -> EvalTables:
+                    clean: Any = None, num_workers: int = 0, keep_tables: bool = True,
+                    normalization: Mapping[Any, tuple[Sequence[float], Sequence[float]]] | None = None,
+                    ) -> EvalTables:
     """Evaluate ``models`` (one module or key -> module) in one pass per corruption; four tables.
 
     ``dataset``: (uint8 CHW image, label) items with ``name``, ``num_classes``, ``mean``,
@@ -277,7 +279,9 @@ def evaluate_tables(models: nn.Module | Mapping[Any, nn.Module], dataset: Any, *
     order, seed, dataset). ``skip_cells`` are not computed (resume); ``on_cell_done`` gets
     each finished :class:`~robustbench_act.results.CellResult` on the main process;
     ``progress`` gets event dicts (``plan``, ``batch``, ``cell``). ``keep_tables=False``
-    returns empty tables (everything went to ``on_cell_done``).
+    returns empty tables (everything went to ``on_cell_done``). ``normalization[key]`` =
+    (mean, std) is the input normalisation a model was trained with (from its checkpoint);
+    models without an entry use the dataset's.
     """
     import corruptions as _corruptions
 
@@ -312,6 +316,8 @@ def evaluate_tables(models: nn.Module | Mapping[Any, nn.Module], dataset: Any, *
     if mean is None or std is None:
         raise UserError(f"dataset {ds_name!r} has no mean/std for input normalisation")
     norm = Normalize(mean, std).to(dev)
+    norms = {k: Normalize(*normalization[k]).to(dev) if normalization and k in normalization else norm
+             for k in mods}
     if num_classes <= 0:
         raise UserError(f"dataset {ds_name!r} does not say how many classes it has")
     rows = {k: _model_info(k, m, info, run, seed, ds_name) for k, m in mods.items()}
@@ -366,7 +372,7 @@ def evaluate_tables(models: nn.Module | Mapping[Any, nn.Module], dataset: Any, *
                             pr = probe[k]
                             pr.begin("clean", record_units=rec_clean and probes == "all")
                             with _autocast(dev, amp):
-                                logits = m(norm(x))
+                                logits = m(norms[k](x))
                             pr.end()
                             if rec_clean:
                                 correct, nll = sums[(k, CLEAN)].update(logits, y)
@@ -380,7 +386,7 @@ def evaluate_tables(models: nn.Module | Mapping[Any, nn.Module], dataset: Any, *
                             pr = probe[k]
                             pr.begin("corrupt", cell=(corr, s))
                             with _autocast(dev, amp):
-                                logits = m(norm(xc))
+                                logits = m(norms[k](xc))
                             avg = pr.end()
                             correct, nll = sums[(k, (corr, s))].update(logits, y)
                             parts = [correct, nll]

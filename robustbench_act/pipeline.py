@@ -197,8 +197,13 @@ def run_models(models: Mapping[str, nn.Module], info: Mapping[str, Mapping[str, 
                clean: Any = None, progress: Callable[[dict[str, Any]], None] | None = None,
                on_cell_done: Callable[[Any], None] | None = None,
                baseline: str | pd.DataFrame | None = None, num_workers: int = 0,
-               begun: str | None = None, manifest: dict[str, Any] | None = None) -> RunOutcome:
-    """Evaluate ``models`` into the results store at ``out`` (resumable) and summarise."""
+               begun: str | None = None, manifest: dict[str, Any] | None = None,
+               normalization: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+               ) -> RunOutcome:
+    """Evaluate ``models`` into the results store at ``out`` (resumable) and summarise.
+
+    ``normalization[key]`` = (mean, std) a model was trained with (else the dataset's).
+    """
     from robustbench_act import distributed as dist
     from robustbench_act.evaluate import evaluate_tables
     from robustbench_act.manifest import base_manifest
@@ -227,7 +232,8 @@ def run_models(models: Mapping[str, nn.Module], info: Mapping[str, Mapping[str, 
     evaluate_tables(models, dataset, corruptions=corruptions, severities=severities, probes=probes,
                     seed=seed, batch_size=batch_size, device=device, amp=amp, run=run, info=info,
                     preset=preset, clean=clean, on_cell_done=flush, skip_cells=skip,
-                    progress=progress, num_workers=num_workers, keep_tables=False)
+                    progress=progress, num_workers=num_workers, keep_tables=False,
+                    normalization=normalization)
     status = "complete"
     summary = pd.DataFrame()
     metrics = pd.DataFrame()
@@ -399,9 +405,21 @@ def load_models(checkpoints: Sequence[str | Path], *, device: torch.device, mode
         models[key] = net
         info[key] = row
         metas.append({**{k_: v for k_, v in meta.items() if k_ in (
-            "model", "activation", "order", "seed", "num_classes", "classes", "dataset", "format", "source")},
+            "model", "activation", "order", "seed", "num_classes", "classes", "dataset", "format", "source",
+            "mean", "std")},
             "path": str(ck)})
     return models, info, metas
+
+
+def checkpoint_normalization(models: Mapping[str, nn.Module], metas: Sequence[Mapping[str, Any]]
+                             ) -> dict[str, tuple[list[float], list[float]]]:
+    """(mean, std) recorded by each checkpoint (this project's format), keyed like ``models``."""
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    for key, meta in zip(models, metas):
+        mean, std = meta.get("mean"), meta.get("std")
+        if mean is not None and std is not None:
+            out[key] = ([float(v) for v in mean], [float(v) for v in std])
+    return out
 
 
 def check_classes(meta: Mapping[str, Any], dataset: Any, path: str | Path) -> None:

@@ -194,7 +194,7 @@ def run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict[
 
     from robustbench_act.checkpoint import is_checkpoint, load_checkpoint
     from robustbench_act.data import load_dataset
-    from robustbench_act.pipeline import run_models
+    from robustbench_act.pipeline import checkpoint_normalization, run_models
     from robustbench_act.train import make_config, train_model
 
     if opts.threads:
@@ -233,17 +233,12 @@ def run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict[
         "models": [{**info[cell.name]}], "clean": True, "checkpoint": str(tdir), "cell": cell.name,
         "train": meta.get("train_config"),
     }  # fmt: skip
-    kwargs: dict[str, Any] = {}
-    import inspect
-
-    if "run" in inspect.signature(run_models).parameters:  # name the run after the cell
-        kwargs["run"] = cell.name
     actions.append("evaluated" if not (edir / "manifest.json").is_file() else "resumed evaluation")
     outcome = run_models({cell.name: net}, info, test, out=edir, config=config,
                          corruptions=opts.corruptions, severities=opts.severities, probes=opts.probes,
                          seed=opts.corruption_seed, batch_size=opts.eval_batch_size,
                          device=_device(opts.device), amp=opts.amp, resume=True, preset=opts.preset,
-                         **kwargs)  # fmt: skip
+                         normalization=checkpoint_normalization({cell.name: net}, [meta]))  # fmt: skip
     row.update(status="done", action=" + ".join(actions), seconds=time.perf_counter() - t0)
     clean = outcome.metrics
     if len(clean):

@@ -254,3 +254,14 @@ def test_precomputed_corruption_files_give_the_on_the_fly_numbers() -> None:
     # without a clean counterpart: the corrupted cells only, no probes
     alone = evaluate(models, FakeFamily(base, 5), corruptions=CORRS, severities=[1], seed=5)
     assert "clean" not in set(alone.corruption) and set(alone.metric) == {"top1", "top5", "nll", "ece"}
+
+
+def test_each_model_gets_the_normalisation_it_was_trained_with():
+    """A checkpoint's recorded (mean, std) wins over the dataset's, per model; others keep the dataset's."""
+    ds = TinySet(n=9)
+    trained, plain = Recorder(), Recorder()
+    evaluate_tables({"ck": trained, "plain": plain}, ds, corruptions=["contrast"], severities=[2],
+                    probes="none", batch_size=4, normalization={"ck": ((0.5,), (0.1,))})
+    x = ds.images[:4].float() / 255.0
+    torch.testing.assert_close(trained.seen[0], (x - 0.5) / 0.1)
+    torch.testing.assert_close(plain.seen[0], (x - MEAN[0]) / STD[0])

@@ -370,6 +370,12 @@ def _run_checkpoints(checkpoints: list[Path], *, model: str | None, activation: 
     for key, net in models.items():
         _check_channels(net, meta_ds, checkpoints[int(key.split(":")[0])])
     pipeline.check_baseline(base, [info[k]["activation"] for k in models])
+    normalization = pipeline.checkpoint_normalization(models, metas)
+    for key, (mean, std) in normalization.items():
+        ds_norm = (list(getattr(meta_ds, "mean", ()) or ()), list(getattr(meta_ds, "std", ()) or ()))
+        if ds_norm[0] and any(abs(a - b) > 1e-6 for a, b in zip(mean + std, ds_norm[0] + ds_norm[1])):
+            prog.line(f"note: {info[key]['activation']} uses the input normalisation it was trained "
+                      f"with (mean {mean}, std {std}), not {meta_ds.name}'s")
     n_images = len(meta_ds)
     config = {
         "mode": "checkpoint", "dataset": dataset, "dataset_name": str(meta_ds.name),
@@ -384,7 +390,8 @@ def _run_checkpoints(checkpoints: list[Path], *, model: str | None, activation: 
     return pipeline.run_models(models, info, ds, out=out_path, config=config, corruptions=corrs,
                                severities=sevs, probes=probes, seed=seed, batch_size=batch_size,
                                device=dev, amp=amp, resume=resume, preset=preset, clean=clean,
-                               progress=prog, baseline=base, num_workers=workers)
+                               progress=prog, baseline=base, num_workers=workers,
+                               normalization=normalization)
 
 
 def _clean_counterpart(spec: str, root: Path | None, limit: int | None) -> Any:
