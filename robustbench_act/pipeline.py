@@ -274,8 +274,13 @@ def run_default(activations: Sequence[str] = DEFAULT_ACTIVATIONS, out: str | Pat
                 on_cell_done: Callable[[Any], None] | None = None,
                 train_progress: bool = False, baseline: str | None = None,
                 epochs: int | None = None, preset: str | None = None,
-                on_trained: Callable[[str, Any], None] | None = None) -> RunOutcome:
-    """Train ``model`` per activation on digits (the ``digits`` recipe) and evaluate all together."""
+                on_trained: Callable[[str, Any], None] | None = None,
+                corruption_seed: int | None = None) -> RunOutcome:
+    """Train ``model`` per activation on digits (the ``digits`` recipe) and evaluate all together.
+
+    ``seed`` seeds training; ``corruption_seed`` (default: ``seed``) keys the corruptions, so
+    runs with several training seeds can share one set of corrupted images.
+    """
     from robustbench_act import distributed as dist
     from robustbench_act.activations import canonical_spec
     from robustbench_act.checkpoint import load_checkpoint
@@ -294,6 +299,7 @@ def run_default(activations: Sequence[str] = DEFAULT_ACTIVATIONS, out: str | Pat
     sevs = parse_severities(severities)
     corrs = parse_corruptions(corruptions)
     dev = resolve_device(device)
+    c_seed = seed if corruption_seed is None else int(corruption_seed)
     check_baseline(baseline, specs)
     test = load_dataset(dataset, split="test", limit=limit)
     _dataset_check(test, dataset)
@@ -304,7 +310,7 @@ def run_default(activations: Sequence[str] = DEFAULT_ACTIVATIONS, out: str | Pat
     config = {
         "mode": "default", "dataset": dataset, "dataset_name": test.name, "model": model,
         "order": order, "activations": specs, "corruptions": corrs, "severities": sevs,
-        "corruption_seed": seed, "preset": preset, "limit": limit, "n_images": len(test),
+        "corruption_seed": c_seed, "preset": preset, "limit": limit, "n_images": len(test),
         "batch_size": batch_size, "probes": probes, "amp": amp, "train": cfg.to_dict(),
         "world_size": dist.world_size(), "clean": True,
         "models": [{"model": model, "activation": s, "order": order, "seed": seed} for s in specs],
@@ -329,7 +335,7 @@ def run_default(activations: Sequence[str] = DEFAULT_ACTIVATIONS, out: str | Pat
             models[spec] = net
             info[spec] = {"model": model, "activation": spec, "order": order, "seed": seed}
     return run_models(models, info, test, out=out, config=config, corruptions=corrs, severities=sevs,
-                      probes=probes, seed=seed, batch_size=batch_size, device=dev, amp=amp,
+                      probes=probes, seed=c_seed, batch_size=batch_size, device=dev, amp=amp,
                       resume=resume, preset=preset, progress=progress, on_cell_done=on_cell_done,
                       baseline=baseline, begun=begun, manifest=manifest)
 

@@ -186,3 +186,19 @@ def test_plugin_corruption_baseline_run_and_plain_state_dict(tmp_path: Path,
     a = mine[(mine.corruption == "contrast") & mine.metric.isin(["top1", "nll"])].set_index(key)["value"]
     b = ref[(ref.activation == "relu") & (ref.corruption == "contrast") & ref.metric.isin(["top1", "nll"])]
     pd.testing.assert_series_equal(a, b.set_index(key)["value"])
+
+
+def test_training_seeds_can_share_one_corruption_seed(default_run: tuple[Path, object], tmp_path: Path) -> None:
+    """--seed 1 --corruption-seed 0 trains other weights but corrupts exactly like --seed 0."""
+    from robustbench_act.compare import compare_runs
+
+    out_a, _ = default_run
+    out_b = tmp_path / "seed1"
+    args = [*REDUCED, "--activations", "relu", "--seed", "1", "--corruption-seed", "0"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out_b), "--quiet"])
+    assert result.exit_code == 0, result.output
+    b = load_run(out_b)
+    assert b.manifest["config"]["corruption_seed"] == 0
+    assert set(b.metrics["seed"]) == {1}
+    table = compare_runs([out_a, out_b], by="activation", reference="relu")  # same data: accepted
+    assert "relu" in set(table.frame.index.astype(str))

@@ -208,6 +208,10 @@ def run_command(
     corruptions: str = typer.Option("all", "--corruptions", help=_CORR_HELP),
     severities: str = typer.Option("1-5", "--severities", help="Severities: 1-5, 1,3,5 or one number."),
     seed: int = typer.Option(0, "--seed", help="Seed of the corruptions (and of training in the default run)."),
+    corruption_seed: int | None = typer.Option(
+        None, "--corruption-seed", show_default=False,
+        help="Seed of the corruptions when it should differ from --seed (e.g. several training "
+             "seeds of the default run evaluated on the same corrupted images)."),
     limit: int | None = typer.Option(None, "--limit", show_default=False, help="Evaluate the first N test images."),
     batch_size: int = typer.Option(512, "--batch-size", help="Evaluation batch size."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N, mps."),
@@ -238,7 +242,8 @@ def run_command(
     try:
         outcome = _run(checkpoint=checkpoint, model=model, activation=activation, activations=activations,
                        order=order, dataset=dataset, root=root, download=download, corruptions=corruptions,
-                       severities=severities, seed=seed, limit=limit, batch_size=batch_size,
+                       severities=severities, seed=seed, corruption_seed=corruption_seed,
+                       limit=limit, batch_size=batch_size,
                        device=device, amp=amp, plugin=plugin, probes=probes, baseline=baseline,
                        preset=preset, workers=workers, resume=resume, out=out, prog=prog)
     except _user_errors() as exc:
@@ -271,7 +276,8 @@ def run_command(
 
 def _run(*, checkpoint: list[Path] | None, model: str | None, activation: str | None,
          activations: str | None, order: str | None, dataset: str, root: Path | None, download: bool,
-         corruptions: str, severities: str, seed: int, limit: int | None, batch_size: int,
+         corruptions: str, severities: str, seed: int, corruption_seed: int | None,
+         limit: int | None, batch_size: int,
          device: str, amp: str | None, plugin: list[Path] | None, probes: str, baseline: str | None,
          preset: str | None, workers: int, resume: bool, out: Path | None, prog: _Progress) -> Any:
     import corruptions as corr_pkg
@@ -313,11 +319,12 @@ def _run(*, checkpoint: list[Path] | None, model: str | None, activation: str | 
             acts, out, seed, model=model or pipeline.DEFAULT_MODEL, order=order or "conventional",
             dataset=dataset, corruptions=corrs, severities=sevs, probes=probes, batch_size=batch_size,
             device=dev, amp=amp, limit=limit, resume=resume, progress=prog, baseline=base,
-            preset=preset, on_trained=prog.trained)
+            preset=preset, on_trained=prog.trained, corruption_seed=corruption_seed)
     if activations:
         raise UserError("--activations chooses the default run's activations; with --checkpoint use --activation")
     return _run_checkpoints(checkpoint, model=model, activation=activation, order=order, dataset=dataset,
-                            root=root, download=download, corrs=corrs, sevs=sevs, seed=seed, limit=limit,
+                            root=root, download=download, corrs=corrs, sevs=sevs,
+                            seed=seed if corruption_seed is None else corruption_seed, limit=limit,
                             batch_size=batch_size, dev=dev, amp=amp, probes=probes, base=base,
                             preset=preset, workers=workers, resume=resume, out=out, prog=prog)
 
