@@ -7,9 +7,9 @@ never depends on the batch it sits in or on the order of calls, needs no per-ima
 Python loop, and is bit-identical on CPU and CUDA for the integer part (the float
 transforms after it, log/cos, agree to float32 rounding).
 
-The hash is Chris Wellons' ``lowbias32`` finaliser applied in a keyed chain. All
-arithmetic stays below 2**63 in int64 (32-bit lanes, multiplications split in 16-bit
-halves), so there is no reliance on signed overflow.
+The hash is Chris Wellons' two-round 32-bit integer hash applied in a keyed chain. All
+arithmetic stays below 2**63 in int64 (32-bit lanes times multipliers below 2**31), so
+there is no reliance on signed overflow.
 """
 
 from __future__ import annotations
@@ -21,25 +21,20 @@ from collections.abc import Sequence
 import torch
 
 _M32 = 0xFFFFFFFF
-_C1 = 0x7FEB352D
-_C2 = 0x846CA68B
+# Chris Wellons' best two-round 32-bit hash (bias ~0.107, lower than lowbias32's 0.174).
+# Both multipliers are below 2**31, so x * c < 2**63 for 32-bit x: exact in int64.
+_C1 = 0x21F0AAAD
+_C2 = 0x735A2D97
 _GOLDEN = 0x9E3779B9
 
 
-def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """(x * c) mod 2**32 for int64 tensors holding 32-bit values, without overflow."""
-    lo = c & 0xFFFF
-    hi = c >> 16
-    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & _M32
-
-
 def mix32(x: torch.Tensor) -> torch.Tensor:
-    """Bijective 32-bit avalanche hash (lowbias32) on int64 tensors of 32-bit values."""
+    """Bijective 32-bit avalanche hash on int64 tensors holding 32-bit values."""
     x = x ^ (x >> 16)
-    x = _mul32(x, _C1)
+    x = (x * _C1) & _M32
     x = x ^ (x >> 15)
-    x = _mul32(x, _C2)
-    x = x ^ (x >> 16)
+    x = (x * _C2) & _M32
+    x = x ^ (x >> 15)
     return x
 
 
