@@ -14,7 +14,8 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -296,6 +297,35 @@ def _validate_images(images: Any) -> None:
         raise CorruptionError(f"images must be uint8 (0..255) or float in [0, 1], got {images.dtype}")
 
 
+@contextmanager
+def exact_float32() -> Iterator[None]:
+    """IEEE float32 matmuls and convolutions (no TF32) and deterministic cuDNN while inside.
+
+    A corruption must not change with the caller's speed settings (``torch.backends.cuda.
+    matmul.fp32_precision = "tf32"``, ``set_float32_matmul_precision("high")``, cuDNN
+    benchmark mode): a sample's result stays bit-reproducible on a device and close to the
+    CPU result. The caller's settings are restored on exit.
+    """
+    matmul = torch.backends.cuda.matmul
+    new_api = hasattr(matmul, "fp32_precision")
+    saved = matmul.fp32_precision if new_api else matmul.allow_tf32
+    if new_api:
+        matmul.fp32_precision = "ieee"
+    else:  # torch < 2.9
+        matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(
+            enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True,
+            allow_tf32=False,
+        ):  # fmt: skip
+            yield
+    finally:
+        if new_api:
+            matmul.fp32_precision = saved
+        else:
+            matmul.allow_tf32 = saved
+
+
 def apply(
     images: torch.Tensor,
     name: str,
@@ -364,11 +394,7 @@ def apply(
     grey = c == 1 and corruption.rgb
     if grey:
         x = x.expand(n, 3, h, w).contiguous()
-    # Exact float32 convolutions on CUDA (no TF32) and deterministic cuDNN algorithms, so a
-    # sample's result is bit-reproducible on a device and close to the CPU result.
-    with torch.backends.cudnn.flags(
-        enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True, allow_tf32=False
-    ):
+    with exact_float32():
         out = corruption.fn(x.contiguous(), p, rng)
     if not isinstance(out, torch.Tensor) or out.shape != x.shape:
         raise CorruptionError(

@@ -398,6 +398,33 @@ def test_register_decorator_directly(clean_registry):
         corruptions.register("tmp_bad", group="extra", presets=[1, 2, 3])
 
 
+def test_apply_ignores_and_restores_the_callers_tf32_and_cudnn_settings(clean_registry):
+    """Speed settings of the caller (TF32 matmuls, cuDNN benchmark) never reach a corruption."""
+    seen = {}
+
+    @corruptions.register("tmp_probe", group="extra", presets=[1, 2, 3, 4, 5], random=False)
+    def tmp_probe(images, params, rng):
+        seen["matmul"] = torch.backends.cuda.matmul.fp32_precision
+        seen["cudnn"] = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+        if images.shape[0] == 2:
+            raise RuntimeError("probe failure")
+        return images
+
+    matmul = torch.backends.cuda.matmul
+    before = (matmul.fp32_precision, torch.backends.cudnn.benchmark)
+    try:
+        matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.benchmark = True
+        corruptions.apply(torch.zeros(1, 3, 8, 8), "tmp_probe", 1)
+        assert seen == {"matmul": "ieee", "cudnn": (True, False)}
+        assert matmul.fp32_precision == "tf32" and torch.backends.cudnn.benchmark is True
+        with pytest.raises(RuntimeError, match="probe failure"):  # restored after a failure too
+            corruptions.apply(torch.zeros(2, 3, 8, 8), "tmp_probe", 1)
+        assert matmul.fp32_precision == "tf32"
+    finally:
+        matmul.fp32_precision, torch.backends.cudnn.benchmark = before
+
+
 @pytest.mark.parametrize(
     "body",
     [
