@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from corruptions.ops import pad2d
+from corruptions.ops import index_add_deterministic, pad2d
 from corruptions.registry import register
 from corruptions.rng import SampleRNG
 
@@ -76,8 +76,9 @@ def motion_blur_kernels(
     k = 2 * width - 1
     c = width - 1
     flat = (dy + c) * k + (dx + c)  # (N, width)
-    kern = torch.zeros(n, k * k, device=angles_deg.device, dtype=torch.float64)
-    kern.scatter_add_(1, flat, w.expand(n, width).contiguous())
+    kern = torch.zeros(n * k * k, device=angles_deg.device, dtype=torch.float64)
+    rows = torch.arange(n, device=flat.device).view(-1, 1) * (k * k)
+    index_add_deterministic(kern, (flat + rows).reshape(-1), w.expand(n, width).reshape(-1))
     return kern.view(n, k, k).to(dtype)
 
 

@@ -15,6 +15,25 @@ import torch.nn.functional as F
 BORDER_MODES = ("reflect", "mirror", "nearest", "wrap", "constant")
 
 
+def index_add_deterministic(target: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``target.index_add_(0, index, values)`` for 1-D ``target`` with a fixed summation order.
+
+    CUDA's default index_add_ sums colliding entries with atomics, in an order that changes
+    from run to run (last-bit differences); under PyTorch's deterministic mode it uses a
+    sorted, ordered accumulation instead. The mode is switched on for this call only.
+    On CPU the sum runs in index order anyway.
+    """
+    if target.device.type == "cpu":
+        return target.index_add_(0, index, values)
+    was_on = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        return target.index_add_(0, index, values)
+    finally:
+        torch.use_deterministic_algorithms(was_on, warn_only=warn_only)
+
+
 def border_indices(size: int, before: int, after: int, mode: str, device: torch.device) -> torch.Tensor:
     """Source indices (length before + size + after) for padding one axis in ``mode``."""
     pos = torch.arange(-before, size + after, device=device)

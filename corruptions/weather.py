@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from corruptions.motion import apply_motion_blur, quantize_round
-from corruptions.ops import gaussian_kernel1d, pad2d
+from corruptions.ops import gaussian_kernel1d, index_add_deterministic, pad2d
 from corruptions.registry import CorruptionError, preset_for_size, register
 from corruptions.rng import SampleRNG, name_code
 
@@ -304,7 +304,7 @@ def _splat_segments(
             (wx1 * wy1).reshape(-1),
         ]
     )
-    flat.index_add_(0, idx, val)
+    index_add_deterministic(flat, idx, val)
 
 
 def shift_filter(
