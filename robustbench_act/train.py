@@ -6,13 +6,12 @@ Recipes (``RECIPES``; every field can be overridden by a config file or the CLI)
   batch 128, 64k iterations, lr x0.1 at 32k and 48k (milestones 0.5/0.75 of the run),
   random crop (pad 4) + horizontal flip, stratified 45k/5k train/validation split,
   best-validation checkpoint.
-- ``fast``: a GPU-efficient schedule — batch 256, lr 0.2 one-cycle (2 warm-up epochs, linear
-  decay to 0), nesterov, weight decay 5e-4, label smoothing 0.1, 35 epochs over all 50k
-  images, bf16 autocast and channels_last on CUDA, data held on the GPU as uint8 with
-  crop+flip done there.  Measured with ResNet-20 (ReLU, seed 0) on the CIFAR-10 JPEG q75
-  copy, in float32 on CPU (no GPU was lent): see results/README.md.  The first setting
-  (batch 512, lr 0.4, 5 warm-up epochs) reached 87.2% there; halving the batch at the same
-  lr/batch ratio (twice the updates, same epochs) replaced it.
+- ``fast``: a GPU-efficient schedule — batch 512, lr 0.4 one-cycle (5 warm-up epochs, linear
+  decay), nesterov, weight decay 5e-4, label smoothing 0.1, 35 epochs over all 50k images,
+  bf16 autocast and channels_last on CUDA, data held on the GPU as uint8 with crop+flip done
+  there.  Measured with ResNet-20 (ReLU, seed 0) on the CIFAR-10 JPEG q75 copy, run in
+  float32 on CPU: 87.2% test accuracy (results/cifar10jpeg-fast-resnet20-relu), short of
+  the 89% this recipe is meant to reach there: it needs a longer schedule, not yet tuned.
   ``--compile`` (torch.compile of the training step) and ``--channels-last`` speed it up.
 - ``finetune``: start from a local checkpoint, swap the activation (surgery), re-estimate
   the BatchNorm statistics on training data, then train 10 epochs at lr 0.01 (cosine).
@@ -148,8 +147,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         val_fraction=0.1, select="best",
     ),
     "fast": dict(
-        epochs=35, iterations=None, batch_size=256, lr=0.2, momentum=0.9, weight_decay=5e-4,
-        nesterov=True, schedule="onecycle", warmup=2.0, label_smoothing=0.1, amp="auto",
+        epochs=35, iterations=None, batch_size=512, lr=0.4, momentum=0.9, weight_decay=5e-4,
+        nesterov=True, schedule="onecycle", warmup=5.0, label_smoothing=0.1, amp="auto",
         channels_last=None, augment="crop_flip", val_fraction=0.0, select="last",
         data_on_device=True, eval_every=5,
     ),
