@@ -58,21 +58,26 @@ def _register_all() -> None:
 _register_all()
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [UserError]
-    try:
-        from corruptions import CorruptionError
+def _is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a bad-input error (ours or the corruptions package's).
 
-        types.append(CorruptionError)
-    except ImportError:  # pragma: no cover - corruptions ships with the project
-        pass
-    return tuple(types)
+    ``corruptions`` is only consulted when some command already imported it: a
+    CorruptionError cannot have been raised otherwise, and importing it here would load
+    torch on every invocation (``--help`` included).
+    """
+    if isinstance(exc, UserError):
+        return True
+    corruptions_mod = sys.modules.get("corruptions")
+    error_type = getattr(corruptions_mod, "CorruptionError", None)
+    return error_type is not None and isinstance(exc, error_type)
 
 
 def main() -> None:
     """Console-script entry point: run the app, turning user errors into one line + exit 2."""
     try:
         app(prog_name="actbench")
-    except _user_error_types() as exc:
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
         sys.exit(2)

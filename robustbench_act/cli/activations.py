@@ -9,8 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from robustbench_act.activations import KINDS, describe_activations
 from robustbench_act.errors import UserError
+
+# Kept literal so that ``actbench --help`` does not import torch; a test checks it equals
+# robustbench_act.activations.KINDS.
+KIND_NAMES = ("element", "layeract", "anact")
 
 
 def _fmt_bounds(bounds: tuple[float, float] | None) -> str:
@@ -19,9 +22,11 @@ def _fmt_bounds(bounds: tuple[float, float] | None) -> str:
 
 def activations_command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
-    kind: str | None = typer.Option(None, "--kind", help=f"Only this kind ({', '.join(KINDS)})."),
+    kind: str | None = typer.Option(None, "--kind", help=f"Only this kind ({', '.join(KIND_NAMES)})."),
 ) -> None:
     """List activation functions (name, kind, output bounds, description, aliases)."""
+    from robustbench_act.activations import KINDS, describe_activations
+
     if kind is not None and kind not in KINDS:
         raise UserError(f"unknown activation kind {kind!r}; valid: {', '.join(KINDS)}")
     infos = [i for i in describe_activations() if kind is None or i.kind == kind]
