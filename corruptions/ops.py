@@ -83,12 +83,25 @@ def separable_filter(x: torch.Tensor, kernel_h: torch.Tensor, kernel_w: torch.Te
     kh = kernel_h.to(device=x.device, dtype=x.dtype)
     kw = kernel_w.to(device=x.device, dtype=x.dtype)
     rh, rw = (kh.numel() - 1) // 2, (kw.numel() - 1) // 2
-    y = x.reshape(n * c, 1, h, w)
+    y = x.reshape(n * c, h, w)
     if rh:
-        y = F.conv2d(pad2d(y, (rh, kh.numel() - 1 - rh), (0, 0), mode), kh.view(1, 1, -1, 1))
+        y = correlate_planes(pad2d(y, (rh, kh.numel() - 1 - rh), (0, 0), mode), kh.view(-1, 1))
     if rw:
-        y = F.conv2d(pad2d(y, (0, 0), (rw, kw.numel() - 1 - rw), mode), kw.view(1, 1, 1, -1))
+        y = correlate_planes(pad2d(y, (0, 0), (rw, kw.numel() - 1 - rw), mode), kw.view(1, -1))
     return y.reshape(n, c, h, w)
+
+
+def correlate_planes(planes: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Valid correlation of every plane of ``planes`` (P, H, W) with one 2-D ``kernel``.
+
+    Runs as one depthwise convolution with P groups: on CPU, oneDNN's path for a
+    one-channel convolution over a batch of P planes is about 20x slower.
+    """
+    p, h, w = planes.shape
+    kh, kw = kernel.shape
+    weight = kernel.to(device=planes.device, dtype=planes.dtype).expand(p, 1, kh, kw).contiguous()
+    y = F.conv2d(planes.reshape(1, p, h, w), weight, groups=p)
+    return y.reshape(p, h - kh + 1, w - kw + 1)
 
 
 def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:
@@ -252,6 +265,5 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "mirror") -> tor
     if kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(f"kernel sizes must be odd, got {kh}x{kw}")
     n, c, h, w = x.shape
-    y = pad2d(x.reshape(n * c, 1, h, w), (kh // 2, kh // 2), (kw // 2, kw // 2), mode)
-    y = F.conv2d(y, k.to(device=x.device, dtype=x.dtype).view(1, 1, kh, kw))
-    return y.reshape(n, c, h, w)
+    y = pad2d(x.reshape(n * c, h, w), (kh // 2, kh // 2), (kw // 2, kw // 2), mode)
+    return correlate_planes(y, k).reshape(n, c, h, w)
