@@ -56,6 +56,11 @@ def name_code(text: str) -> int:
     return zlib.crc32(text.encode("utf-8")) & _M32
 
 
+def _take(values: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+    """``values[positions]`` along dim 0; all of ``values`` when ``positions`` is None."""
+    return values if positions is None else values.index_select(0, positions)
+
+
 class SampleRNG:
     """Per-sample random streams for one ``apply`` call.
 
@@ -149,8 +154,8 @@ class SampleRNG:
         :meth:`bits`, evaluated only where needed (rejection rounds touch few elements).
         """
         s_key = mix32(torch.tensor((stream * _GOLDEN + 0x632BE5AB) & _M32, device=self.device))
-        k0 = self.keys0[rows]
-        k1 = mix32(self.keys1 ^ s_key)[rows]
+        k0 = self.keys0.index_select(0, rows)
+        k1 = mix32(self.keys1 ^ s_key).index_select(0, rows)
         x = mix32(cols ^ k0)
         x = mix32(x ^ k1)
         x = mix32((x + k0) & _M32)
@@ -171,17 +176,24 @@ class SampleRNG:
         if not bool(torch.isfinite(lam).all()) or bool((lam < 0).any()):
             raise ValueError("poisson: rates must be finite and >= 0")
         sub = 0x40000000 | ((self._next_stream() & 0x3FFF) << 16)  # private sub-stream block
+        per_sample = lam.shape[1]
+        lam = lam.view(-1)
         out = torch.zeros(lam.shape, dtype=torch.int64, device=self.device)
 
+        def where(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            """Flat positions of ``mask`` and their (sample, element) coordinates."""
+            flat = mask.nonzero().view(-1)
+            return flat, torch.div(flat, per_sample, rounding_mode="floor"), flat % per_sample
+
         # --- inversion (sequential CDF search) for small rates
-        rows, cols = torch.nonzero(lam < 10.0, as_tuple=True)
-        if rows.numel():
-            lam_s = lam[rows, cols]
+        flat, rows, cols = where(lam < 10.0)
+        if flat.numel():
+            lam_s = lam.index_select(0, flat)
             u = self._uniform_at(rows, cols, sub)
             # dense sweep over k (no per-element indexing): k = #{j : CDF(j) < u}
             p = torch.exp(-lam_s)
             cdf = p.clone()
-            k = torch.zeros_like(rows)
+            k = torch.zeros_like(flat)
             j = 0
             while j < 10_000:
                 above = u > cdf
@@ -191,37 +203,38 @@ class SampleRNG:
                 j += 1
                 p = p * (lam_s / j)
                 cdf = cdf + p
-            out[rows, cols] = k
+            out.index_copy_(0, flat, k)
 
         # --- PTRS (Hörmann 1993) for large rates
-        rows, cols = torch.nonzero(lam >= 10.0, as_tuple=True)
-        if rows.numel():
-            lam_l = lam[rows, cols]
+        flat, rows, cols = where(lam >= 10.0)
+        if flat.numel():
+            lam_l = lam.index_select(0, flat)
             slam = torch.sqrt(lam_l)
             loglam = torch.log(lam_l)
             b = 0.931 + 2.53 * slam
             a = -0.059 + 0.02483 * b
             log_invalpha = torch.log(1.1239 + 1.1328 / (b - 3.4))
             vr = 0.9277 - 3.6224 / (b - 2.0)
-            result = torch.zeros_like(rows)
-            pending = torch.arange(rows.numel(), device=self.device)
+            result = torch.zeros_like(flat)
+            pending: torch.Tensor | None = None  # None: every element (round 0, no gathers)
             rnd = 0
-            while pending.numel():
+            while pending is None or pending.numel():
                 if rnd >= 0x7FFF:
                     raise RuntimeError("poisson: PTRS did not converge")  # pragma: no cover
-                r, c = rows[pending], cols[pending]
+                r, c = _take(rows, pending), _take(cols, pending)
                 uu = self._uniform_at(r, c, sub + 1 + 2 * rnd) - 0.5
                 vv = self._uniform_at(r, c, sub + 2 + 2 * rnd)
                 rnd += 1
-                la, aa, bb = lam_l[pending], a[pending], b[pending]
+                la, aa, bb = _take(lam_l, pending), _take(a, pending), _take(b, pending)
                 us = 0.5 - uu.abs()
                 kk = torch.floor((2.0 * aa / us + bb) * uu + la + 0.43)
-                fast = (us >= 0.07) & (vv <= vr[pending])
+                fast = (us >= 0.07) & (vv <= _take(vr, pending))
                 reject = (kk < 0) | ((us < 0.013) & (vv > us))
-                lhs = torch.log(vv) + log_invalpha[pending] - torch.log(aa / (us * us) + bb)
-                rhs = -la + kk * loglam[pending] - torch.lgamma(kk.clamp(min=0.0) + 1.0)
+                lhs = torch.log(vv) + _take(log_invalpha, pending) - torch.log(aa / (us * us) + bb)
+                rhs = -la + kk * _take(loglam, pending) - torch.lgamma(kk.clamp(min=0.0) + 1.0)
                 accept = fast | (~reject & (lhs <= rhs))
-                result[pending[accept]] = kk[accept].to(torch.int64)
-                pending = pending[~accept]
-            out[rows, cols] = result
+                positions = torch.arange(flat.numel(), device=self.device) if pending is None else pending
+                result[positions[accept]] = kk[accept].to(torch.int64)
+                pending = positions[~accept]
+            out.index_copy_(0, flat, result)
         return out.view(rate.shape)
