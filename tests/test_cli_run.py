@@ -90,6 +90,9 @@ def test_same_command_twice_gives_identical_metrics(default_run: tuple[Path, obj
         (["--severities", "x"], "bad severities"),
         (["--corruptions", "gausian_noise"], "gaussian_noise"),
         (["--activations", "rleu"], "relu"),
+        (["--model", "resnet2O"], "resnet20"),
+        (["--model", "tv:resnet1"], "resnet18"),
+        (["--order", "swaped"], "swapped"),
         (["--probes", "some"], "--probes"),
         (["--dataset", "cifar10", "--root", "/nonexistent"], "--download"),
         (["--dataset", "imagefolder:/nonexistent/x"], "not found"),
@@ -107,7 +110,7 @@ def test_user_errors_are_one_line_exit_2_and_leave_no_results(tmp_path: Path, ar
     assert err.startswith("error:") and len(err.splitlines()) == 1, err
     assert message in err
     assert "Traceback" not in result.output
-    assert not (out / "metrics.parquet").exists()
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
 
 
 def test_checkpoint_errors(tmp_path: Path, default_run: tuple[Path, object]) -> None:

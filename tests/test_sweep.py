@@ -48,6 +48,21 @@ def test_planning_and_sharding() -> None:
         plan_cells(["resnet20"], ["relu"], ["sideways"], [0])
     with pytest.raises(UserError, match="closest"):
         plan_cells(["resnet20"], ["rleu"], ["conventional"], [0])
+    with pytest.raises(UserError, match="resnet20"):  # refused before any cell trains
+        plan_cells(["resnet20", "resnet2O"], ["relu"], ["conventional"], [0])
+
+
+def test_cli_bad_model_writes_nothing(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from robustbench_act.cli import app
+
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(app, ["sweep", "--models", "resnet2O", "--activations", "relu",
+                                      "--seeds", "0", "--dataset", "digits", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().startswith("error: unknown model 'resnet2O'")
+    assert not out.exists()
 
 
 def test_sweep_trains_evaluates_skips_and_resumes(tmp_path: Path, monkeypatch) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "WideBasicBlock",
     "WideResNet",
     "build_model",
+    "check_model_name",
     "list_models",
 ]
 
@@ -67,9 +68,6 @@ def _call(factory: Callable[..., nn.Module], label: str, *args: Any, **kwargs: A
 def _build_torchvision(name: str, num_classes: int, in_chans: int, kw: dict[str, Any]) -> nn.Module:
     import torchvision
 
-    available = torchvision.models.list_models()
-    if name not in available:
-        raise unknown("torchvision model", name, available)
     if in_chans != 3:
         raise UserError(f"torchvision model {name!r} takes 3 input channels, not {in_chans}")
     if kw.get("weights") is not None or kw.get("pretrained"):
@@ -81,18 +79,46 @@ def _build_torchvision(name: str, num_classes: int, in_chans: int, kw: dict[str,
     )
 
 
-def _construct(name: str, num_classes: int, in_chans: int, kw: dict[str, Any]) -> nn.Module:
-    if name in BUILTIN_ENTRYPOINTS:
-        return _call(BUILTIN_ENTRYPOINTS[name], name, num_classes=num_classes, in_chans=in_chans, **kw)
+def _torchvision_name(name: str) -> str | None:
+    """The torchvision model name in ``tv:NAME`` / ``torchvision:NAME`` (None otherwise)."""
     for prefix in _TV_PREFIXES:
         if name.startswith(prefix):
-            return _build_torchvision(name[len(prefix):], num_classes, in_chans, kw)
+            return name[len(prefix):]
+    return None
+
+
+def check_model_name(name: str) -> None:
+    """Refuse a name :func:`build_model` cannot build, without building anything.
+
+    Lets commands reject a typo before they create output folders or train other cells.
+    """
+    if name in BUILTIN_ENTRYPOINTS:
+        return
+    tv_name = _torchvision_name(name)
+    if tv_name is not None:
+        import torchvision
+
+        available = torchvision.models.list_models()
+        if tv_name not in available:
+            raise unknown("torchvision model", tv_name, available)
+        return
+    import timm
+
+    if ":" in name or "/" in name or not timm.is_model(name.split(".")[0]):
+        raise unknown("model", name, _candidates())
+
+
+def _construct(name: str, num_classes: int, in_chans: int, kw: dict[str, Any]) -> nn.Module:
+    check_model_name(name)
+    if name in BUILTIN_ENTRYPOINTS:
+        return _call(BUILTIN_ENTRYPOINTS[name], name, num_classes=num_classes, in_chans=in_chans, **kw)
+    tv_name = _torchvision_name(name)
+    if tv_name is not None:
+        return _build_torchvision(tv_name, num_classes, in_chans, kw)
     import timm
 
     if kw.pop("pretrained", False):
         raise UserError("pretrained weights are never downloaded; load a local checkpoint")
-    if ":" in name or "/" in name or not timm.is_model(name.split(".")[0]):
-        raise unknown("model", name, _candidates())
     return _call(
         timm.create_model, name, name, pretrained=False,
         num_classes=num_classes, in_chans=in_chans, **kw,
