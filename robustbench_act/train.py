@@ -41,6 +41,7 @@ import hashlib
 import math
 import sys
 import time
+import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,10 @@ class TrainConfig:
             raise unknown("checkpoint selection", self.select, SELECTS)
         if (self.epochs is None) == (self.iterations is None):
             raise UserError("give exactly one of epochs and iterations")
+        for name in ("lr", "momentum", "weight_decay", "gamma", "warmup", "label_smoothing", "grad_clip"):
+            v = getattr(self, name)
+            if v is not None and not math.isfinite(float(v)):
+                raise UserError(f"{name} must be a finite number, got {v}")
         for name in ("epochs", "iterations", "batch_size", "eval_every", "check_every"):
             v = getattr(self, name)
             if v is not None and int(v) <= 0:
@@ -206,7 +211,40 @@ def load_config(path: str | Path) -> dict[str, Any]:
     for key in data:
         if key.replace("-", "_") not in valid:
             raise unknown("training setting", key, valid)
-    return {k.replace("-", "_"): v for k, v in data.items()}
+    values = {k.replace("-", "_"): v for k, v in data.items()}
+    for key, value in values.items():
+        problem = _type_problem(key, value)
+        if problem:
+            raise UserError(f"config file {p}: {key} must be {problem}, got {value!r}")
+    return values
+
+
+def _type_problem(key: str, value: Any) -> str | None:
+    """What ``value`` should be for the TrainConfig field ``key`` (None when it fits).
+
+    Config files are untyped (TOML/YAML scalars); the CLI's options are typed by Typer.
+    """
+    if key == "milestones":
+        ok = isinstance(value, list | tuple) and all(_is_number(v) for v in value)
+        return None if ok else "a list of numbers"
+    if key == "extra":
+        return None if isinstance(value, dict) else "a table"
+    hint = typing.get_type_hints(TrainConfig)[key]
+    args = typing.get_args(hint) or (hint,)
+    if value is None:
+        return None if type(None) in args else "set (null is not allowed here)"
+    kind = next(a for a in args if a is not type(None))
+    if kind is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if kind is int:
+        return None if _is_number(value) and isinstance(value, int) else "an integer"
+    if kind is float:
+        return None if _is_number(value) else "a number"
+    return None if isinstance(value, kind) else ("a string" if kind is str else f"a {kind.__name__}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def make_config(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -63,6 +64,21 @@ def test_recipes_files_and_overrides(tmp_path: Path) -> None:
         make_config("paper", config_file=tmp_path / "bad.yaml")
     with pytest.raises(UserError, match="closest: paper"):
         make_config("papr")
+    for line, message in (('epochs = "x"', "epochs must be an integer, got 'x'"),
+                          ("epochs = 3.5", "epochs must be an integer"),
+                          ('nesterov = "yes"', "nesterov must be true or false"),
+                          ("batch_size = true", "batch_size must be an integer"),
+                          ('milestones = [0.5, "a"]', "milestones must be a list of numbers"),
+                          ("schedule = 5", "schedule must be a string"),
+                          ("lr = nan", "lr must be a finite number"),
+                          ("weight_decay = inf", "weight_decay must be a finite number"),
+                          ("lr = 1", None), ("amp = 'bf16'", None)):  # fmt: skip
+        (tmp_path / "t.toml").write_text(line + "\n")
+        if message is None:
+            make_config("paper", config_file=tmp_path / "t.toml")
+        else:
+            with pytest.raises(UserError, match=re.escape(message)):
+                make_config("paper", config_file=tmp_path / "t.toml")
     with pytest.raises(UserError, match="schedule"):
         make_config("paper", schedule="linear")
 
