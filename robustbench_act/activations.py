@@ -293,7 +293,7 @@ def _resolve(name: str) -> _Entry:
                 _anact_factory(base.info.name),
                 base=base.info.name,
             )
-    raise unknown("activation", name, list_activations())
+    raise unknown("activation", name, list_activations(), listed_by="actbench activations")
 
 
 def _signature(entry: _Entry) -> inspect.Signature | None:

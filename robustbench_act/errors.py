@@ -19,9 +19,19 @@ def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     return hits
 
 
-def unknown(kind: str, name: str, candidates: Iterable[str]) -> UserError:
-    """Build the standard 'unknown <kind> NAME; closest: a, b, c' error."""
-    cands = list(candidates)
+SHORT_LIST = 8  # candidate lists up to this long are printed whole
+
+
+def unknown(kind: str, name: str, candidates: Iterable[str], *, listed_by: str | None = None) -> UserError:
+    """Build the standard 'unknown <kind> NAME; closest: a, b, c (valid: ...)' error.
+
+    Short candidate lists are given in full; long ones (models, activations) by count and
+    ``listed_by``, where the user can read them.
+    """
+    cands = list(dict.fromkeys(candidates))
     hints = closest(name, cands)
     hint = f"; closest: {', '.join(hints)}" if hints else ""
-    return UserError(f"unknown {kind} {name!r}{hint} (see the list of {len(set(cands))} valid names)")
+    if len(cands) <= SHORT_LIST:
+        return UserError(f"unknown {kind} {name!r}{hint} (valid: {', '.join(cands)})")
+    where = f"; see {listed_by}" if listed_by else ""
+    return UserError(f"unknown {kind} {name!r}{hint} ({len(cands)} valid names{where})")

@@ -100,12 +100,14 @@ def check_model_name(name: str) -> None:
 
         available = torchvision.models.list_models()
         if tv_name not in available:
-            raise unknown("torchvision model", tv_name, available)
+            raise unknown("torchvision model", tv_name, available,
+                          listed_by="torchvision.models.list_models()")
         return
     import timm
 
     if ":" in name or "/" in name or not timm.is_model(name.split(".")[0]):
-        raise unknown("model", name, _candidates())
+        raise unknown("model", name, _candidates(),
+                      listed_by=f"the built-ins {', '.join(BUILTIN_ENTRYPOINTS)}, timm.list_models() and tv:NAME")
 
 
 def _construct(name: str, num_classes: int, in_chans: int, kw: dict[str, Any]) -> nn.Module:
