@@ -111,6 +111,10 @@ def test_preview_errors_leave_no_file(tmp_path, photo):
         "missing.jpg",
     )
     _one_line_error(_run("preview", "--out", str(out)), "IMAGE")
+    _one_line_error(_run("preview", str(photo), "--out", str(out), "--size", "0"), "--size must be >= 8")
+    _one_line_error(
+        _run("preview", str(photo), "--out", str(tmp_path / "grid.txt")), "cannot write a .txt image", "png"
+    )
     bad = tmp_path / "bad_plugin.py"
     bad.write_text("import corruptions\nraise ValueError('boom')\n")
     _one_line_error(_run("preview", str(photo), "--plugin", str(bad), "--out", str(out)), "boom")

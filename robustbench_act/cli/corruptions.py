@@ -165,6 +165,8 @@ def _load_preview_image(
         raise UserError("give an IMAGE file or --dataset SPEC (exactly one)")
     if index < 0:
         raise UserError(f"--index must be >= 0, got {index}")
+    if size is not None and size < 8:
+        raise UserError(f"--size must be >= 8, got {size}")
     if image is not None:
         from torchvision.io import ImageReadMode, decode_image, read_file
 
@@ -187,8 +189,6 @@ def _load_preview_image(
             raise UserError(f"--index {index} is past the end of {dataset} ({len(ds)} images)")
         img = torch.as_tensor(ds[index][0])
     if size is not None:
-        if size < 8:
-            raise UserError(f"--size must be >= 8, got {size}")
         h, w = img.shape[-2:]
         if (h, w) != (size, size):
             scale = size / min(h, w)
@@ -241,6 +241,16 @@ def render_grid(rows: list[tuple[str, list[Any]]], out: Path, title: str) -> Non
     atomic_write(out, lambda p: fig.savefig(p, format=fmt))
 
 
+def _check_image_format(out: Path) -> None:
+    """Refuse an output suffix matplotlib cannot write, before any work is done."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    fmt = out.suffix.lstrip(".").lower() or "png"
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    if fmt not in formats:
+        raise UserError(f"cannot write a .{fmt} image ({out}); use one of: {', '.join(formats)}")
+
+
 @corruptions_app.command("preview")
 @_one_line_errors
 def preview_command(
@@ -274,6 +284,7 @@ def preview_command(
     """Render one image under every corruption and severity as a labelled grid."""
     import corruptions
 
+    _check_image_format(out)
     _check_preset(preset)
     _load_plugins(plugin)
     selected = select_corruptions(corruption_spec)
