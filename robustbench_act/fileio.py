@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from robustbench_act.errors import UserError
+
 
 def _umask() -> int:
     """The process umask (read without changing it for good)."""
@@ -17,10 +19,25 @@ def _umask() -> int:
     return mask
 
 
+def make_folder(path: str | Path) -> Path:
+    """``mkdir -p`` that fails with a one-line UserError (a parent is a file, no permission)."""
+    path = Path(path)
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise UserError(f"cannot create folder {path}: {existing} is a file")
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create folder {path}: {exc.strerror or exc}") from exc
+    return path
+
+
 def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     """Call ``writer(tmp_path)`` then rename the temp file onto ``path`` (same folder)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)

@@ -57,7 +57,7 @@ from robustbench_act.compare import (
     write_comparison,
 )
 from robustbench_act.errors import unknown
-from robustbench_act.fileio import atomic_write, atomic_write_text
+from robustbench_act.fileio import atomic_write, atomic_write_text, make_folder
 
 #: Reference black, then Okabe-Ito (without yellow), then Paul Tol's muted/bright extras.
 PALETTE = (
@@ -791,7 +791,7 @@ def write_report(
         [paths] if isinstance(paths, (str, Path)) else list(paths), samples=False)  # fmt: skip
     table = compare_runs(rs, by=by, reference=reference, allow_mismatch=allow_mismatch)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     write_comparison(table, out)
     drawn, notes = make_figures(rs, table, out / "figures", figures)
     if command is None:

@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 
 from robustbench_act.errors import UserError
-from robustbench_act.fileio import atomic_write, atomic_write_frame, atomic_write_json
+from robustbench_act.fileio import atomic_write, atomic_write_frame, atomic_write_json, make_folder
 
 KEYS = ("run", "model", "activation", "order", "seed", "dataset")
 #: Column order of each table (exact schema; the compare/report code reads these).
@@ -182,7 +182,7 @@ class RunStore:
             if self.path.is_dir() and any(p for p in self.path.iterdir() if not p.name.startswith(".")):
                 raise UserError(f"--out {self.path} exists and is not an actbench results folder; "
                                 "choose an empty or new folder")
-            self.path.mkdir(parents=True, exist_ok=True)
+            make_folder(self.path)
             self._write_manifest({**manifest, "status": STATUS_INCOMPLETE})
             return "new"
         if existing.get("kind", "evaluation") != "evaluation":
@@ -209,7 +209,7 @@ class RunStore:
 
     def write_cell(self, cell: CellResult) -> Path:
         """Flush one finished cell atomically (a temporary folder renamed onto ``cells/<cell>``)."""
-        self.cells_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(self.cells_dir)
         final = self.cells_dir / cell_dirname(cell.corruption, cell.severity)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=self.cells_dir))
         kept: dict[str, pd.DataFrame] = {}

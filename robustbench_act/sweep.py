@@ -300,7 +300,7 @@ def run_sweep(
     echo: Callable[[str], None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run this shard's cells (``parallel`` at a time); returns (status table, combined metrics)."""
-    from robustbench_act.fileio import atomic_write_json
+    from robustbench_act.fileio import atomic_write_json, make_folder
     from robustbench_act.manifest import base_manifest
 
     say = echo or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -311,7 +311,7 @@ def run_sweep(
     if parallel < 1:
         raise UserError(f"--parallel must be at least 1, got {parallel}")
     out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     manifest = {
         **base_manifest(seed=None, config=dataclasses.asdict(opts), device=None), "kind": "sweep",
         "cells": [c.name for c in cells], "shard": list(shard), "parallel": parallel,

@@ -55,7 +55,7 @@ from torch import nn
 from robustbench_act import distributed as dist
 from robustbench_act.data import ImageDataset, dataset_info, dataset_tensors, split_train_val
 from robustbench_act.errors import UserError, unknown
-from robustbench_act.fileio import atomic_write, atomic_write_frame, atomic_write_json
+from robustbench_act.fileio import atomic_write, atomic_write_frame, atomic_write_json, make_folder
 
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
 AMPS = ("bf16", "fp16", "auto")
@@ -647,7 +647,7 @@ def train(
             start_epoch, it = int(st["epoch"]), int(st["iteration"])
             elapsed = float(history[-1]["time"]) if history else 0.0
     if out is not None and main:
-        out.mkdir(parents=True, exist_ok=True)
+        make_folder(out)
         manifest = _manifest(cfg, device, info, val_set, status="running", total=total, n_epochs=n_epochs)
         atomic_write_json(out / MANIFEST_NAME, manifest)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 import corruptions
 from robustbench_act.activations import KINDS
@@ -37,3 +40,24 @@ def test_user_error_classification():
     assert _is_user_error(corruptions.CorruptionError("unknown corruption"))
     assert not _is_user_error(ValueError("a bug, not bad input"))
     assert not _is_user_error(RuntimeError("a bug, not bad input"))
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--dataset", "digits", "--limit", "128", "--batch-size", "32", "--epochs", "1", "--quiet"],
+    ["sweep", "--models", "cnn_small", "--activations", "relu", "--seeds", "0", "--dataset", "digits"],
+    ["compare", "RESULTS"],
+])  # fmt: skip
+def test_out_that_is_a_file_is_one_line_exit_2(tmp_path, command) -> None:
+    from typer.testing import CliRunner
+
+    from robustbench_act.cli import app
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    results = Path(__file__).resolve().parents[1] / "results" / "digits-default"
+    args = [str(results) if a == "RESULTS" else a for a in command]
+    for out in (blocker, blocker / "sub"):
+        result = CliRunner().invoke(app, [*args, "--out", str(out)])
+        assert result.exit_code == 2, result.output
+        assert result.output.strip() == f"error: cannot create folder {out}: {blocker} is a file"
+    assert blocker.read_text() == "not a folder"
