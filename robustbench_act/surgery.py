@@ -19,6 +19,7 @@ import copy
 import fnmatch
 import inspect
 import itertools
+import operator
 import re
 import warnings
 from collections import Counter
@@ -274,6 +275,19 @@ Edit = Callable[[nn.Module, fx.Graph, "Callable[[], nn.Module] | None", "SwapRep
 _PROXY = object()  # stands for "a tensor/other object is passed here" when precompiling
 
 
+class _AssignableProxy(fx.Proxy):
+    """A Proxy that records ``x[i] = v`` as an ``operator.setitem`` node.
+
+    Blocks such as timm's HRNet HighResolutionModule update their list input in place
+    (``x[i] = branch(x[i])``); fx's plain Proxy refuses item assignment. The recorded node
+    (side-effectful, so never dropped) performs the same assignment when the graph runs,
+    and later ``x[i]`` reads are getitem nodes after it, so the behaviour is unchanged.
+    """
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.tracer.create_proxy("call_function", operator.setitem, (self, key, value), {})
+
+
 class _OwnerTracer(fx.Tracer):
     """Traces one block only: every child module is a leaf."""
 
@@ -285,6 +299,9 @@ class _OwnerTracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return m is not self._owner
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _AssignableProxy(node, self)
 
 
 @dataclass

@@ -51,6 +51,8 @@ CASES = [
     ("dm_nfnet", _dm_nfnet, 32, {"ReLU": 4}, 20, 0, 4),  # dm_nfnet_f0: 12 ReLU, 52 F.gelu, 12
     ("mobilevitv2_050", lambda: _timm("mobilevitv2_050"), 64, {"SiLU": 25}, 9, 0, 0),
     ("dla34", lambda: _timm("dla34"), 32, {"ReLU": 21}, 0, 12, 0),
+    # HighResolutionModule assigns into its list input (x[i] = ...): traced via setitem nodes
+    ("hrnet_w18_small", lambda: _timm("hrnet_w18_small"), 64, {"ReLU": 69}, 0, 6, 0),
     ("tv:resnet18", lambda: _tv("resnet18"), 32, {"ReLU": 9}, 0, 8, 0),
     ("tv:googlenet", lambda: _tv("googlenet", aux_logits=False, init_weights=False), 32, {},
      57, 0, 0),
