@@ -61,3 +61,29 @@ def test_out_that_is_a_file_is_one_line_exit_2(tmp_path, command) -> None:
         assert result.exit_code == 2, result.output
         assert result.output.strip() == f"error: cannot create folder {out}: {blocker} is a file"
     assert blocker.read_text() == "not a folder"
+
+
+def _console(*args: str) -> subprocess.CompletedProcess:
+    """The real entry point (``main``), as the console script runs it."""
+    return subprocess.run([sys.executable, "-m", "robustbench_act", *args], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["report", "--format", "docx"], "error: No such option: --format"),
+    (["run", "--batch-size", "abc"], "error: Invalid value for '--batch-size'"),
+    (["nosuchcmd"], "error: No such command 'nosuchcmd'"),
+    (["surgery"], "error: Missing argument"),
+])  # fmt: skip
+def test_parser_errors_are_one_line_exit_2(args: list[str], message: str) -> None:
+    res = _console(*args)
+    assert res.returncode == 2, res.stderr
+    assert res.stdout == "" and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert res.stderr.startswith(message) and "Traceback" not in res.stderr
+
+
+def test_bare_group_shows_help_and_help_exits_0() -> None:
+    bare = _console("corruptions")
+    assert bare.returncode == 2 and "preview" in bare.stdout + bare.stderr
+    helped = _console("--help")
+    assert helped.returncode == 0 and "activations" in helped.stdout

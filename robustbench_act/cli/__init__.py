@@ -72,12 +72,45 @@ def _is_user_error(exc: BaseException) -> bool:
     return error_type is not None and isinstance(exc, error_type)
 
 
+def _one_line_error(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", markup=True,
+                      highlight=False)  # fmt: skip
+
+
+def _parser_error_kind(exc: BaseException) -> str | None:
+    """'NoArgsIsHelpError', 'UsageError' or 'ClickException' for the command-line parser's errors.
+
+    Matched by class name along the MRO: recent Typer versions raise them from a vendored
+    copy of click, older ones from click itself.
+    """
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return next((k for k in ("NoArgsIsHelpError", "UsageError", "ClickException") if k in names), None)
+
+
 def main() -> None:
-    """Console-script entry point: run the app, turning user errors into one line + exit 2."""
+    """Console-script entry point: run the app; bad input becomes one line + exit 2.
+
+    Covers our own errors and the command-line parser's (unknown option or command,
+    missing or unparsable value), which Typer would otherwise draw as a multi-line box.
+    """
+    args = sys.argv[1:]
     try:
-        app(prog_name="actbench")
+        code = app(prog_name="actbench", args=args, standalone_mode=False)
+    except typer.Abort:
+        _one_line_error("aborted")
+        sys.exit(1)
     except Exception as exc:
+        kind = _parser_error_kind(exc)
+        if kind == "NoArgsIsHelpError":  # a bare command group: show its help, exit 2 as before
+            app(prog_name="actbench", args=[*args, "--help"], standalone_mode=False)
+            sys.exit(2)
+        if kind is not None:
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see '{ctx.command_path} --help')" if kind == "UsageError" and ctx is not None else ""
+            _one_line_error(exc.format_message() + where)  # type: ignore[attr-defined]
+            sys.exit(getattr(exc, "exit_code", 2))
         if not _is_user_error(exc):
             raise
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
+        _one_line_error(str(exc))
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
