@@ -13,7 +13,8 @@ per-iteration work) on synthetic CIFAR-sized data, after warm-up iterations.  Re
   carries the allocator's warm-up; read it with care).
 
 Usage: ``python benchmarks/train.py [--device auto] [--batch-size 128] [--steps 10]
-[--repeats 3] [--amp bf16] [--channels-last] [--activations relu,silu,...]``
+[--repeats 3] [--amp bf16] [--channels-last] [--compile] [--activations relu,silu,...]``
+(``--compile`` adds an ``ACT+compile`` row per activation, timed in the same rounds).
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def main() -> None:
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--activations", default=DEFAULT_ACTS)
+    ap.add_argument("--compile", action="store_true",
+                    help="also time every activation through torch.compile, side by side with eager")
     args = ap.parse_args()
 
     from robustbench_act.models import build_model
@@ -89,10 +92,12 @@ def main() -> None:
 
     setups = {}
     for a in acts:
-        torch.manual_seed(0)
-        m = build_model(args.model, num_classes=10, activation=a).to(dev).to(memory_format=mf)
-        opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
-        setups[a] = (m, opt)
+        for compiled in (False, True) if args.compile else (False,):
+            torch.manual_seed(0)
+            m = build_model(args.model, num_classes=10, activation=a).to(dev).to(memory_format=mf)
+            opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+            setups[f"{a}+compile" if compiled else a] = (torch.compile(m) if compiled else m, opt)
+    names = list(setups)
 
     def step(m: torch.nn.Module, opt: torch.optim.Optimizer, k: int) -> None:
         x, y = batch(k)
@@ -106,10 +111,10 @@ def main() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
-    rates: dict[str, list[float]] = {a: [] for a in acts}
+    rates: dict[str, list[float]] = {a: [] for a in names}
     saved: dict[str, float] = {}
     peak: dict[str, float] = {}
-    for a in acts:  # warm-up and memory, one activation at a time
+    for a in names:  # warm-up (and compilation) and memory, one setup at a time
         m, opt = setups[a]
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         if dev.type == "cuda":
@@ -121,10 +126,11 @@ def main() -> None:
             peak[a] = torch.cuda.max_memory_allocated(dev) / 2**20
         else:
             peak[a] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-        x, y = batch(0)
-        saved[a] = saved_bytes(m, x, y) / 2**20
+        if not a.endswith("+compile"):  # saved-tensor hooks see eager autograd only
+            x, y = batch(0)
+            saved[a] = saved_bytes(m, x, y) / 2**20
     for _ in range(args.repeats):
-        for a in acts:
+        for a in names:
             m, opt = setups[a]
             sync()
             t = time.perf_counter()
@@ -137,13 +143,15 @@ def main() -> None:
 
     print(f"# {args.model} training step, batch {b}, 32x32, device {device_description(dev)}, "
           f"amp {args.amp}, channels_last {args.channels_last}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, "
           f"{args.steps} steps x {args.repeats} repeats (median)")  # fmt: skip
-    base = statistics.median(rates[acts[0]])
+    base = statistics.median(rates[names[0]])
     peak_name = "peak_cuda_MB" if dev.type == "cuda" else "peak_rss_growth_MB"
-    print(f"{'activation':<14}{'images/s':>10}{'vs ' + acts[0]:>10}{'saved_MB':>10}{peak_name:>20}")
-    for a in acts:
+    print(f"{'activation':<20}{'images/s':>10}{'vs ' + names[0]:>10}{'saved_MB':>10}{peak_name:>20}")
+    for a in names:
         r = statistics.median(rates[a])
-        print(f"{a:<14}{r:>10.0f}{r / base:>10.2f}{saved[a]:>10.1f}{peak[a]:>20.1f}")
+        kept = f"{saved[a]:>10.1f}" if a in saved else f"{'-':>10}"
+        print(f"{a:<20}{r:>10.0f}{r / base:>10.2f}{kept}{peak[a]:>20.1f}")
     sys.stdout.flush()
 
 
