@@ -46,6 +46,10 @@ if want train; then
 step "training throughput (CUDA, ResNet-20, batch 512, bf16, channels_last)"
 $PY benchmarks/train.py --device cuda --batch-size 512 --amp bf16 --channels-last > "$W/train_cuda.txt" 2>&1
 tail -12 "$W/train_cuda.txt" | tee -a "$OUT/summary.txt"
+step "eager vs torch.compile (CUDA, ResNet-20, batch 512, bf16, channels_last)"
+$PY benchmarks/train.py --device cuda --batch-size 512 --amp bf16 --channels-last --compile \
+  --activations relu,la_silu > "$W/train_cuda_compile.txt" 2>&1
+tail -6 "$W/train_cuda_compile.txt" | tee -a "$OUT/summary.txt"
 
 fi
 if want fast && [ -f "$DATA/train.tar.gz" ]; then
