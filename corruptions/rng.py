@@ -42,6 +42,16 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _mix32_(x: torch.Tensor) -> torch.Tensor:
+    """:func:`mix32` entirely in place (for int64 scratch tensors this module owns)."""
+    x ^= x >> 16
+    x.mul_(_C1).bitwise_and_(_M32)
+    x ^= x >> 15
+    x.mul_(_C2).bitwise_and_(_M32)
+    x ^= x >> 15
+    return x
+
+
 def _mix_int(*values: int) -> int:
     """Hash Python ints into one 32-bit int with the same function (for keys)."""
     acc = torch.tensor(0x12345678, dtype=torch.int64)
@@ -100,16 +110,19 @@ class SampleRNG:
         s_key = mix32(torch.tensor((stream * _GOLDEN + 0x632BE5AB) & _M32, device=self.device))
         k0 = self.keys0.view(-1, 1)
         k1 = mix32(self.keys1 ^ s_key).view(-1, 1)
-        x = mix32(counter.view(1, -1) ^ k0)
-        x = mix32(x ^ k1)
-        x = mix32((x + k0) & _M32)
-        return x.view(self.n, *shape)
+        x = _mix32_(counter.view(1, -1) ^ k0)  # the one (N, count) allocation
+        x ^= k1
+        _mix32_(x)
+        x += k0
+        x &= _M32
+        return _mix32_(x).view(self.n, *shape)
 
     def uniform(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Uniform values in the open interval (0, 1), shape (N, *shape)."""
         b = self.bits(shape)
         # 24 bits of mantissa, offset by half a step: never exactly 0 or 1.
-        return (((b >> 8).to(torch.float64) + 0.5) * (1.0 / 16777216.0)).to(dtype)
+        u = b.bitwise_right_shift_(8).to(torch.float64)
+        return u.add_(0.5).mul_(1.0 / 16777216.0).to(dtype)
 
     def normal(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Standard normal values, shape (N, *shape) (Box-Muller on two uniform streams)."""
@@ -156,10 +169,12 @@ class SampleRNG:
         s_key = mix32(torch.tensor((stream * _GOLDEN + 0x632BE5AB) & _M32, device=self.device))
         k0 = self.keys0.index_select(0, rows)
         k1 = mix32(self.keys1 ^ s_key).index_select(0, rows)
-        x = mix32(cols ^ k0)
-        x = mix32(x ^ k1)
-        x = mix32((x + k0) & _M32)
-        return (x.to(torch.float64) + 0.5) * (1.0 / 4294967296.0)
+        x = _mix32_(cols ^ k0)
+        x ^= k1
+        _mix32_(x)
+        x += k0
+        x &= _M32
+        return _mix32_(x).to(torch.float64).add_(0.5).mul_(1.0 / 4294967296.0)
 
     def poisson(self, rate: torch.Tensor) -> torch.Tensor:
         """Poisson(rate) counts (int64, same shape as ``rate``, shape (N, ...)).
