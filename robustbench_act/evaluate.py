@@ -295,6 +295,8 @@ def evaluate_tables(models: nn.Module | Mapping[Any, nn.Module], dataset: Any, *
     skip = {(str(c), int(s)) for c, s in skip_cells}
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    if num_workers < 0:
+        raise UserError(f"--workers must be >= 0, got {num_workers}")
     first = next(iter(mods.values()))
     if device is None:
         p = next(first.parameters(), None)

@@ -136,6 +136,14 @@ class TrainConfig:
             raise UserError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.limit is not None and self.limit <= 0:
             raise UserError(f"limit must be positive, got {self.limit}")
+        for name in ("num_workers", "crop_padding", "bn_recalibration_batches", "momentum",
+                     "weight_decay", "warmup"):  # fmt: skip
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise UserError(f"grad_clip must be positive, got {self.grad_clip}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -93,6 +93,7 @@ def test_same_command_twice_gives_identical_metrics(default_run: tuple[Path, obj
         (["--model", "resnet2O"], "resnet20"),
         (["--model", "tv:resnet1"], "resnet18"),
         (["--order", "swaped"], "swapped"),
+        (["--workers", "-1"], "--workers must be >= 0"),
         (["--probes", "some"], "--probes"),
         (["--dataset", "cifar10", "--root", "/nonexistent"], "--download"),
         (["--dataset", "imagefolder:/nonexistent/x"], "not found"),

@@ -81,6 +81,12 @@ def test_recipes_files_and_overrides(tmp_path: Path) -> None:
                 make_config("paper", config_file=tmp_path / "t.toml")
     with pytest.raises(UserError, match="schedule"):
         make_config("paper", schedule="linear")
+    for bad, message in ((dict(num_workers=-1), "num_workers must be >= 0"),
+                         (dict(weight_decay=-1e-4), "weight_decay must be >= 0"),
+                         (dict(label_smoothing=1.0), "label_smoothing must be in [0, 1)"),
+                         (dict(grad_clip=0.0), "grad_clip must be positive")):  # fmt: skip
+        with pytest.raises(UserError, match=re.escape(message)):
+            make_config("paper", **bad)
 
 
 def test_crop_flip_is_exact() -> None:

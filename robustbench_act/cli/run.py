@@ -290,6 +290,8 @@ def _run(*, checkpoint: list[Path] | None, model: str | None, activation: str | 
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be positive, got {limit}")
+    if workers < 0:
+        raise UserError(f"--workers must be >= 0, got {workers}")
     if amp is not None and amp not in ("bf16", "fp16", "none"):
         from robustbench_act.errors import unknown
 
