@@ -193,13 +193,16 @@ def _pil_box_axis(levels: torch.Tensor, out_size: int, dim: int) -> torch.Tensor
     idx, kk = _pil_box_coeffs(in_size, out_size)
     kshape = [1] * levels.ndim
     kshape[dim] = out_size
-    acc = torch.full((), 1 << (_PRECISION_BITS - 1), dtype=levels.dtype, device=levels.device)
+    acc: torch.Tensor | None = None
     for tap in range(idx.shape[1]):
         weights = kk[:, tap]
         if not bool(weights.any()):  # padding column of the table (CPU tensor: no device sync)
             continue
-        gathered = levels.index_select(dim, idx[:, tap].to(levels.device))
-        acc = acc + gathered * weights.to(device=levels.device, dtype=levels.dtype).view(kshape)
+        term = levels.index_select(dim, idx[:, tap].to(levels.device))
+        term.mul_(weights.to(device=levels.device, dtype=levels.dtype).view(kshape))
+        acc = term if acc is None else acc.add_(term)
+    assert acc is not None  # a box filter always has a nonzero tap column
+    acc += 1 << (_PRECISION_BITS - 1)
     return (acc >> _PRECISION_BITS).clamp_(0, 255)
 
 

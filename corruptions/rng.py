@@ -34,17 +34,17 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     The first step allocates the result; the rest works in place on it (the caller's
     tensor is never modified), which saves a fifth of the time of this memory-bound hash.
     """
-    x = x ^ (x >> 16)
-    x.mul_(_C1).bitwise_and_(_M32)
-    x ^= x >> 15
-    x.mul_(_C2).bitwise_and_(_M32)
-    x ^= x >> 15
-    return x
+    return _mix32_rounds_(x ^ (x >> 16))
 
 
 def _mix32_(x: torch.Tensor) -> torch.Tensor:
     """:func:`mix32` entirely in place (for int64 scratch tensors this module owns)."""
     x ^= x >> 16
+    return _mix32_rounds_(x)
+
+
+def _mix32_rounds_(x: torch.Tensor) -> torch.Tensor:
+    """The steps of :func:`mix32` after its first xor-shift, in place."""
     x.mul_(_C1).bitwise_and_(_M32)
     x ^= x >> 15
     x.mul_(_C2).bitwise_and_(_M32)

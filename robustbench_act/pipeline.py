@@ -285,14 +285,13 @@ def run_default(activations: Sequence[str] = DEFAULT_ACTIVATIONS, out: str | Pat
     from robustbench_act.activations import canonical_spec
     from robustbench_act.checkpoint import load_checkpoint
     from robustbench_act.data import load_dataset
-    from robustbench_act.models import ORDERS, check_model_name
+    from robustbench_act.models import check_model_name, check_order
     from robustbench_act.probes import require_level
     from robustbench_act.results import RunStore
     from robustbench_act.train import make_config, train_model
 
     check_model_name(model)  # before the output folder exists
-    if order not in ORDERS:
-        raise unknown("order", order, ORDERS)
+    check_order(order)
     acts = parse_list(activations) if isinstance(activations, str) else list(activations)
     if not acts:
         raise UserError("--activations is empty")

@@ -128,17 +128,14 @@ def plan_cells(models: Sequence[str], activations: Sequence[str], orders: Sequen
                seeds: Sequence[int]) -> list[Cell]:  # fmt: skip
     """Every combination, sorted (the order shards are cut from); duplicates and bad names refused."""
     from robustbench_act.activations import canonical_spec
-    from robustbench_act.models import ORDERS, check_model_name
+    from robustbench_act.models import check_model_name, check_order
 
     if not models or not activations or not orders or not seeds:
         raise UserError("a sweep needs at least one model, activation, order and seed")
     for m in models:
         check_model_name(m)
     for o in orders:
-        if o not in ORDERS:
-            from robustbench_act.errors import unknown
-
-            raise unknown("order", o, ORDERS)
+        check_order(o)
     acts = [canonical_spec(a) for a in activations]
     cells = sorted({Cell(m, a, o, int(s)) for m in models for a in acts for o in orders for s in seeds})
     names = [c.name for c in cells]

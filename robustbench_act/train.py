@@ -13,7 +13,8 @@ Recipes (``RECIPES``; every field can be overridden by a config file or the CLI)
   float32 on CPU: 87.2% test accuracy (results/cifar10jpeg-fast-resnet20-relu), short of
   the 89% this recipe is meant to reach there: it needs a longer schedule, not yet tuned.
   Batch 256 at lr 0.2 (twice the updates, same epochs) gave 87.3%: short of epochs, not updates.
-  ``--compile`` (torch.compile of the training step) and ``--channels-last`` speed it up.
+  ``--compile`` (torch.compile of the training step) and ``--channels-last`` change only
+  its speed (measured figures in docs/benchmarks.md).
 - ``finetune``: start from a local checkpoint, swap the activation (surgery), re-estimate
   the BatchNorm statistics on training data, then train 10 epochs at lr 0.01 (cosine).
 - ``digits``: the tiny recipe of the embedded default — cnn_small on 16x16 digits, 5 epochs
@@ -245,7 +246,7 @@ def _type_problem(key: str, value: Any) -> str | None:
     if kind is bool:
         return None if isinstance(value, bool) else "true or false"
     if kind is int:
-        return None if _is_number(value) and isinstance(value, int) else "an integer"
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
     if kind is float:
         return None if _is_number(value) else "a number"
     return None if isinstance(value, kind) else ("a string" if kind is str else f"a {kind.__name__}")

@@ -237,15 +237,20 @@ def render_grid(rows: list[tuple[str, list[Any]]], out: Path, title: str) -> Non
     fig.suptitle(title, fontsize=10, y=1 - 0.12 / fig_h, va="top")
     fig.subplots_adjust(left=1.5 / fig_w, right=1 - 0.05 / fig_w, top=1 - 0.65 / fig_h,
                         bottom=0.05 / fig_h, wspace=0.04, hspace=0.04)  # fmt: skip
-    fmt = out.suffix.lstrip(".").lower() or "png"
+    fmt = _image_format(out)
     atomic_write(out, lambda p: fig.savefig(p, format=fmt))
+
+
+def _image_format(out: Path) -> str:
+    """The image format an output path asks for (its suffix; png without one)."""
+    return out.suffix.lstrip(".").lower() or "png"
 
 
 def _check_image_format(out: Path) -> None:
     """Refuse an output suffix matplotlib cannot write, before any work is done."""
     from matplotlib.backend_bases import FigureCanvasBase
 
-    fmt = out.suffix.lstrip(".").lower() or "png"
+    fmt = _image_format(out)
     formats = sorted(FigureCanvasBase.get_supported_filetypes())
     if fmt not in formats:
         raise UserError(f"cannot write a .{fmt} image ({out}); use one of: {', '.join(formats)}")

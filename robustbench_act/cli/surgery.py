@@ -23,11 +23,10 @@ def surgery_command(
     Exit code 1 when some activation could not be replaced.
     """
     from robustbench_act.activations import get_activation
-    from robustbench_act.models import ORDERS, build_model
+    from robustbench_act.models import build_model, check_order
     from robustbench_act.surgery import reorder_bn_act, swap_activations
 
-    if order not in ORDERS:
-        raise unknown("order", order, ORDERS)
+    check_order(order)
     if gates not in ("keep", "swap"):
         raise unknown("gates mode", gates, ("keep", "swap"))
     get_activation(to)  # fail fast on a bad spec, before building the model

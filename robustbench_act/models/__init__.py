@@ -32,6 +32,7 @@ __all__ = [
     "WideResNet",
     "build_model",
     "check_model_name",
+    "check_order",
     "list_models",
 ]
 
@@ -110,6 +111,12 @@ def check_model_name(name: str) -> None:
                       listed_by=f"the built-ins {', '.join(BUILTIN_ENTRYPOINTS)}, timm.list_models() and tv:NAME")
 
 
+def check_order(order: str) -> None:
+    """Refuse a BN/activation order other than ``conventional`` or ``swapped``."""
+    if order not in ORDERS:
+        raise unknown("order", order, ORDERS)
+
+
 def _construct(name: str, num_classes: int, in_chans: int, kw: dict[str, Any]) -> nn.Module:
     check_model_name(name)
     if name in BUILTIN_ENTRYPOINTS:
@@ -141,8 +148,7 @@ def build_model(
     ``activation`` replaces every activation (gates kept) via ``surgery.swap_activations``;
     ``order="swapped"`` turns conv-BN-act into conv-act-BN via ``surgery.reorder_bn_act``.
     """
-    if order not in ORDERS:
-        raise unknown("order", order, ORDERS)
+    check_order(order)
     if isinstance(activation, str):
         from robustbench_act.activations import get_activation
 
