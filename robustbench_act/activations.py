@@ -617,7 +617,7 @@ def _reduce_dims(x: torch.Tensor, dims: str) -> tuple[tuple[int, ...], int]:
     if x.dim() < 2:
         raise ValueError(f"LayerAct needs a batched input (N, ...), got shape {tuple(x.shape)}")
     red = tuple(range(1, x.dim())) if dims == "sample" else (x.dim() - 1,)
-    count = math.prod(x.shape[d] for d in red)
+    count = math.prod([x.shape[d] for d in red])
     if count < 2:
         raise ValueError(
             f"LayerAct needs >= 2 elements per normalised group, got shape {tuple(x.shape)}"
@@ -775,12 +775,10 @@ class ANAct(nn.Module):
     @torch.no_grad()
     def batch_factor(self, x: torch.Tensor) -> torch.Tensor:
         """lambda = (rho * rho')^(-1/4) on this batch (0-dim float32; running factor if degenerate)."""
-        with torch.enable_grad(), _no_autocast(x):
-            xd = x.detach().to(_compute_dtype(x.dtype)).requires_grad_(True)
-            y = self.base(xd)
-            (dy,) = torch.autograd.grad(y, xd, torch.ones_like(y))
-        y = y.detach()
-        ex2 = xd.detach().pow(2).mean()
+        with _no_autocast(x):
+            xd = x.detach().to(_compute_dtype(x.dtype))
+            y, dy = _value_and_derivative(self.base, xd)
+        ex2 = xd.pow(2).mean()
         rho = y.pow(2).mean() / ex2
         rho_p = dy.pow(2).mean()
         prod = (rho * rho_p).float()
@@ -803,6 +801,20 @@ class ANAct(nn.Module):
         """Short description for print(model)."""
         return f"momentum={self.momentum:g}, factor={float(self.factor):.4g}"
 
+
+def _value_and_derivative(f: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """f(x) and f'(x) element-wise: closed forms for SiLU and ReLU (traceable by
+    torch.compile, same formulas as their autograd backward), autograd otherwise."""
+    if type(f) is nn.SiLU:
+        s = torch.sigmoid(x)
+        return x * s, s * (1.0 + x * (1.0 - s))
+    if type(f) is nn.ReLU:
+        return torch.relu(x), (x > 0).to(x.dtype)
+    with torch.enable_grad():
+        xd = x.detach().requires_grad_(True)
+        y = f(xd)
+        (dy,) = torch.autograd.grad(y, xd, torch.ones_like(y))
+    return y.detach(), dy
 
 def _anact_factory(base_name: str) -> Callable[..., nn.Module]:
     def factory(momentum: float = 0.1, **base_kwargs: Any) -> nn.Module:

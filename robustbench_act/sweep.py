@@ -5,13 +5,16 @@ Layout::
     DIR/sweep.json                      the sweep's options, versions, last status table
     DIR/<model>-<activation>-<order>-s<seed>/train/   checkpoint, train_log.csv, state.pt
     DIR/<model>-<activation>-<order>-s<seed>/eval/    a results-store run (metrics.parquet ...)
+    DIR/<model>-<activation>-<order>-s<seed>/clean/   with ``eval_limit``: clean accuracy on the
+                                                      whole test set (eval/ holds the subset)
     DIR/metrics.parquet, DIR/metrics.csv              every finished cell's metrics, concatenated
                                                       (the ``run`` column names the cell)
     DIR/summary.csv                                   metrics.summarise() of the combined table
 
 Cells are listed sorted by (model, activation, order, seed); with ``--shard i/n`` cell k
 belongs to shard ``k % n``, so n independent jobs (any machines sharing DIR) split the work
-without talking to each other.  A finished cell (complete evaluation) is skipped, a cell
+without talking to each other.  A shard runs its cells seed by seed (every activation at
+the lowest seed first), so an interrupted sweep leaves complete seeds, not complete rows.  A finished cell (complete evaluation) is skipped, a cell
 with a finished checkpoint is only evaluated, and a cell with ``train/state.pt`` resumes
 training where it stopped.  ``parallel=K`` runs K cells at once in separate processes on
 the same device.  The combined table covers every finished cell found in DIR when the
@@ -38,6 +41,7 @@ from robustbench_act.errors import UserError
 
 TRAIN_DIR = "train"
 EVAL_DIR = "eval"
+CLEAN_DIR = "clean"
 SWEEP_MANIFEST = "sweep.json"
 STATUSES = ("done", "trained", "training", "pending")
 
@@ -71,6 +75,9 @@ class SweepOptions:
     corruption_seed: int = 0
     probes: str = "none"
     limit: int | None = None  # first N training images and first N test images
+    # first N test images for the corrupted cells and probes (class-balanced prefix); the
+    # clean accuracy of every cell is then also measured on the whole test set (clean/)
+    eval_limit: int | None = None
     eval_batch_size: int = 512
     device: str = "auto"
     amp: str | None = None  # evaluation autocast
@@ -156,7 +163,7 @@ def cell_status(out: str | Path, cell: Cell) -> str:
     from robustbench_act.results import is_complete
 
     d = Path(out) / cell.name
-    if is_complete(d / EVAL_DIR):
+    if is_complete(d / EVAL_DIR):  # with eval_limit, clean/ is written before eval/
         return "done"
     if _trained(d / TRAIN_DIR) and is_checkpoint(d / TRAIN_DIR):
         return "trained"
@@ -221,7 +228,7 @@ def run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict[
     net, meta = load_checkpoint(tdir, device=_device(opts.device))
     size = (meta.get("input_size") or [None])[-1]  # evaluate at the size the model was trained at
     test = load_dataset(opts.dataset, split="test", root=opts.root, download=opts.download,
-                        limit=opts.limit, image_size=int(size) if size else None)  # fmt: skip
+                        limit=_eval_limit(opts), image_size=int(size) if size else None)  # fmt: skip
     info = {cell.name: {"model": cell.model, "activation": cell.activation, "order": cell.order,
                         "seed": cell.seed}}  # fmt: skip
     config = {
@@ -232,6 +239,7 @@ def run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict[
         "models": [{**info[cell.name]}], "clean": True, "checkpoint": str(tdir), "cell": cell.name,
         "train": meta.get("train_config"),
     }  # fmt: skip
+    full_clean = _full_clean(cell, opts, net, info, meta, config, size) if opts.eval_limit else None
     actions.append("evaluated" if not (edir / "manifest.json").is_file() else "resumed evaluation")
     outcome = run_models({cell.name: net}, info, test, out=edir, config=config,
                          corruptions=opts.corruptions, severities=opts.severities, probes=opts.probes,
@@ -239,12 +247,39 @@ def run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict[
                          device=_device(opts.device), amp=opts.amp, resume=True, preset=opts.preset,
                          normalization=checkpoint_normalization({cell.name: net}, [meta]))  # fmt: skip
     row.update(status="done", action=" + ".join(actions), seconds=time.perf_counter() - t0)
+    if full_clean is not None:
+        row["clean_acc_full"] = full_clean
     clean = outcome.metrics
     if len(clean):
         acc = clean[(clean.corruption == "clean") & (clean.metric == "top1")]
         if len(acc):
             row["clean_acc"] = float(acc.value.iloc[0])
     return row
+
+
+def _eval_limit(opts: SweepOptions) -> int | None:
+    limits = [v for v in (opts.limit, opts.eval_limit) if v is not None]
+    return min(limits) if limits else None
+
+
+def _full_clean(cell: Cell, opts: SweepOptions, net: Any, info: dict[str, Any], meta: dict[str, Any],
+                config: dict[str, Any], size: Any) -> float | None:  # fmt: skip
+    """Clean accuracy of the cell on the whole test set (``limit`` aside), into ``clean/``."""
+    from robustbench_act.data import load_dataset
+    from robustbench_act.pipeline import checkpoint_normalization, run_models
+
+    test = load_dataset(opts.dataset, split="test", root=opts.root, download=opts.download,
+                        limit=opts.limit, image_size=int(size) if size else None)  # fmt: skip
+    cfg = {**config, "mode": "sweep-cell-clean", "corruptions": [], "probes": "none",
+           "limit": opts.limit, "n_images": len(test)}  # fmt: skip
+    outcome = run_models({cell.name: net}, info, test, out=Path(opts.out) / cell.name / CLEAN_DIR,
+                         config=cfg, corruptions=[], severities=list(opts.severities), probes="none",
+                         seed=opts.corruption_seed, batch_size=opts.eval_batch_size,
+                         device=_device(opts.device), amp=opts.amp, resume=True,
+                         normalization=checkpoint_normalization({cell.name: net}, [meta]))  # fmt: skip
+    m = outcome.metrics
+    acc = m[(m.corruption == "clean") & (m.metric == "top1")] if len(m) else m
+    return float(acc.value.iloc[0]) if len(acc) else None
 
 
 def _device(device: str) -> Any:
@@ -314,7 +349,8 @@ def run_sweep(
         "cells": [c.name for c in cells], "shard": list(shard), "parallel": parallel,
     }  # fmt: skip
     atomic_write_json(out / SWEEP_MANIFEST, manifest)
-    todo = [c for c in mine if cell_status(opts.out, c) != "done"]
+    todo = sorted((c for c in mine if cell_status(opts.out, c) != "done"),
+                  key=lambda c: (c.seed, c.model, c.activation, c.order))
     say(f"sweep: {len(cells)} cells, {len(mine)} in shard {shard[0]}/{shard[1]}, "
         f"{len(mine) - len(todo)} already done, {len(todo)} to run")  # fmt: skip
     rows: list[dict[str, Any]] = []
@@ -368,5 +404,7 @@ def _row_line(r: dict[str, Any]) -> str:
     if r.get("status") == "failed":
         return f"  {r['cell']}: FAILED: {r.get('error')}"
     acc = f", clean accuracy {r['clean_acc']:.4g}" if "clean_acc" in r else ""
+    if "clean_acc_full" in r and r["clean_acc_full"] is not None:
+        acc += f" ({r['clean_acc_full']:.4g} on the whole test set)"
     secs = f" in {r['seconds']:.0f} s" if "seconds" in r else ""
     return f"  {r['cell']}: {r.get('action', r.get('status'))}{secs}{acc}"

@@ -122,3 +122,26 @@ def test_parallel_sweep_and_cli(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "bad shard" in res.output
     res = runner.invoke(app, [*args[:-9], "--out", str(tmp_path / "x"), "--recipe", "fst"])
     assert res.exit_code == 2 and "closest: fast" in res.output
+
+
+def test_eval_limit_runs_seed_major_and_measures_clean_on_the_whole_test_set(tmp_path: Path) -> None:
+    out = tmp_path / "el"
+    cells = plan_cells(["cnn_small"], ["relu", "tanh"], ["conventional"], [0, 1])
+    lines: list[str] = []
+    run_sweep(cells, _opts(out, eval_limit=40), progress=False, echo=lines.append)
+    ran = [ln.split(": ")[0].split("] ")[1] for ln in lines if ln.startswith("[")]
+    assert ran == [c.name for c in sorted(cells, key=lambda c: (c.seed, c.activation))]
+    for c in cells:
+        sub = pd.read_parquet(out / c.name / "eval" / "metrics.parquet")
+        full = pd.read_parquet(out / c.name / "clean" / "metrics.parquet")
+        assert set(sub.n) == {40} and set(full.n) == {96}
+        assert set(full.corruption) == {"clean"} and "gaussian_noise" in set(sub.corruption)
+    assert any("on the whole test set" in ln for ln in lines)
+    from typer.testing import CliRunner
+
+    from robustbench_act.cli import app
+
+    res = CliRunner().invoke(app, ["sweep", "--dataset", "digits", "--out", str(tmp_path / "y"),
+                                   "--eval-limit", "0"])  # fmt: skip
+    assert res.exit_code == 2 and "--eval-limit must be positive" in res.output
+    assert not (tmp_path / "y").exists()

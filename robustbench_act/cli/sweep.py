@@ -41,6 +41,7 @@ def sweep_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells, their shard and status; run nothing."),
     parallel: int = typer.Option(1, "--parallel", help="Cells run at once (processes on the same device)."),
     limit: int | None = typer.Option(None, "--limit", help="First N training images and first N test images (smoke tests)."),
+    eval_limit: int | None = typer.Option(None, "--eval-limit", help="Evaluate corruptions and probes on the first N test images (class-balanced); clean accuracy also on the whole test set."),
     batch_size: int = typer.Option(512, "--batch-size", help="Evaluation batch size."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
     amp: str | None = typer.Option(None, "--amp", help="Evaluation autocast: bf16 or fp16 (training: the recipe's)."),
@@ -60,6 +61,8 @@ def _sweep(**o: object) -> None:
     from robustbench_act.pipeline import parse_corruptions, parse_list, parse_severities
     from robustbench_act.sweep import SweepOptions, parse_seeds, parse_shard, plan_cells, run_sweep
 
+    if o["eval_limit"] is not None and int(o["eval_limit"]) <= 0:  # type: ignore[call-overload]
+        raise UserError(f"--eval-limit must be positive, got {o['eval_limit']}")
     cells = plan_cells(parse_list(o["models"]), parse_list(o["activations"]),  # type: ignore[arg-type]
                        parse_list(o["orders"]), parse_seeds(o["seeds"]))  # type: ignore[arg-type]
     shard = parse_shard(o["shard"])  # type: ignore[arg-type]
@@ -74,6 +77,7 @@ def _sweep(**o: object) -> None:
         train_overrides=overrides, config_file=str(o["config_file"]) if o["config_file"] else None,
         corruptions=parse_corruptions(str(o["corruptions"])), severities=parse_severities(str(o["severities"])),
         corruption_seed=int(o["corruption_seed"]), probes=str(o["probes"]), limit=o["limit"],  # type: ignore[arg-type]
+        eval_limit=o["eval_limit"],  # type: ignore[arg-type]
         eval_batch_size=int(o["batch_size"]), device=str(o["device"]), amp=o["amp"],  # type: ignore[arg-type]
         root=str(o["root"]) if o["root"] else None, download=bool(o["download"]),
     )  # fmt: skip
