@@ -133,7 +133,12 @@ def parse_shard(spec: str | None) -> tuple[int, int]:
 
 def plan_cells(models: Sequence[str], activations: Sequence[str], orders: Sequence[str],
                seeds: Sequence[int]) -> list[Cell]:  # fmt: skip
-    """Every combination, sorted (the order shards are cut from); duplicates and bad names refused."""
+    """Every combination, sorted (the order shards are cut from); duplicates and bad names refused.
+
+    An activation written ``ACT@ORDER`` (e.g. ``tanh@swapped``) is trained in that order
+    only, instead of every order of ``orders``: one sweep holds e.g. six activations in
+    the conventional order plus tanh in the swapped one.
+    """
     from robustbench_act.activations import canonical_spec
     from robustbench_act.models import check_model_name, check_order
 
@@ -143,8 +148,13 @@ def plan_cells(models: Sequence[str], activations: Sequence[str], orders: Sequen
         check_model_name(m)
     for o in orders:
         check_order(o)
-    acts = [canonical_spec(a) for a in activations]
-    cells = sorted({Cell(m, a, o, int(s)) for m in models for a in acts for o in orders for s in seeds})
+    pairs = []
+    for a in activations:
+        act, _, order = a.rpartition("@") if "@" in a else (a, "", "")
+        if order:
+            check_order(order.strip())
+        pairs += [(canonical_spec(act.strip()), o) for o in ([order.strip()] if order else orders)]
+    cells = sorted({Cell(m, a, o, int(s)) for m in models for a, o in pairs for s in seeds})
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)

@@ -145,3 +145,11 @@ def test_eval_limit_runs_seed_major_and_measures_clean_on_the_whole_test_set(tmp
                                    "--eval-limit", "0"])  # fmt: skip
     assert res.exit_code == 2 and "--eval-limit must be positive" in res.output
     assert not (tmp_path / "y").exists()
+
+
+def test_activation_with_its_own_order() -> None:
+    cells = plan_cells(["resnet20"], ["relu", "tanh", "tanh@swapped"], ["conventional"], [0])
+    assert [(c.activation, c.order) for c in cells] == [
+        ("relu", "conventional"), ("tanh", "conventional"), ("tanh", "swapped")]
+    with pytest.raises(UserError, match="order"):
+        plan_cells(["resnet20"], ["tanh@sideways"], ["conventional"], [0])

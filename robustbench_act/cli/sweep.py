@@ -22,7 +22,7 @@ def _fail(exc: Exception) -> typer.Exit:
 
 def sweep_command(
     models: str = typer.Option("resnet20", "--models", help="Comma-separated model names."),
-    activations: str = typer.Option("relu,silu,la_silu", "--activations", help="Comma-separated activation specs."),
+    activations: str = typer.Option("relu,silu,la_silu", "--activations", help="Comma-separated activation specs; ACT@ORDER trains ACT in that order only (e.g. tanh@swapped)."),
     orders: str = typer.Option("conventional", "--orders", help="Comma-separated: conventional, swapped."),
     seeds: str = typer.Option("0", "--seeds", help="Seeds: 0-4, 0,2,7 or one number."),
     dataset: str = typer.Option("cifar10", "--dataset", "-d", help="Training dataset (its test split is evaluated): cifar10, cifar100, digits, imagefolder:PATH."),
