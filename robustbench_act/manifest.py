@@ -51,6 +51,32 @@ def device_description(device: Any = None) -> str:
     return f"cpu:{platform.machine()} ({torch.get_num_threads()} threads)"
 
 
+def numerics() -> dict[str, Any]:
+    """Everything besides versions and seeds that changes floating-point results: thread counts
+    (reduction order on CPU), the CPU kernel ISA oneDNN/ATen dispatch to, determinism flags."""
+    import os
+
+    import torch
+
+    out: dict[str, Any] = {
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkldnn": bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cuda_matmul_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "cudnn_tf32": bool(torch.backends.cudnn.allow_tf32),
+    }
+    env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY",
+                                      "KMP_BLOCKTIME", "CUBLAS_WORKSPACE_CONFIG") if k in os.environ}  # fmt: skip
+    if env:
+        out["environment"] = env
+    return out
+
+
 def now_iso() -> str:
     """Current UTC time, ISO 8601."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -65,5 +91,6 @@ def base_manifest(*, seed: int | None, config: dict[str, Any], device: Any = Non
         "versions": versions(),
         "git_commit": git_commit(),
         "device": device_description(device),
+        "numerics": numerics(),
         "started": now_iso(),
     }

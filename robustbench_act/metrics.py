@@ -6,24 +6,26 @@ has at least 5 classes), nll and ece (15 bins) in a tidy long table (see
 model with the aggregates of ``shared/reference/corruptions.md``:
 
 - ``mca``: mean corruption accuracy over every corruption/severity cell present;
-  ``mca_<group>`` the same within a group (noise, blur, weather, digital, extra);
-- ``acc_<c>``: accuracy on corruption c averaged over its severities;
-- ``ce_<c>``: corruption error. With a baseline (an activation name or another run's
-  metrics) ``CE_c = sum_s E_cs / sum_s E^base_cs``; with ``alexnet=True`` the ImageNet-C
-  AlexNet errors: ``CE_c = mean_s E_cs / E^AlexNet_c`` (= ``sum_s E / (5 E^AlexNet_c)`` on
-  all 5 severities); without either it is the unnormalised mean error ``mean_s E_cs``
-  (the "mean corruption error" CIFAR papers print, since CIFAR has no standard baseline);
-- ``mce``: mean of ``ce_<c>`` over the 15 benchmark corruptions present;
+  ``mca_common`` over the 15 common corruptions only (RobustBench's CIFAR number);
+  ``mca_<group>`` within a group (noise, blur, weather, digital, extra);
+- ``acc_<c>`` / ``err_<c>``: accuracy / error on corruption c averaged over its severities;
+  ``mean_err``: the plain mean error over the 15 common corruptions (never called mCE);
+- ``ce_<c>`` (only with a baseline): ``CE_c = sum_s E_cs / sum_s E^base_cs`` (Hendrycks),
+  E^base the mean error of the matching baseline rows (:class:`Baseline`); with
+  ``alexnet=True`` ``CE_c = mean_s E_cs / E^AlexNet_c`` (ImageNet-C);
+- ``mce``: mean of ``ce_<c>`` over the 15 common corruptions present;
 - ``rel_mce``: mean relative CE, ``sum_s (E_cs - E_clean) / sum_s (E^base_cs - E^base_clean)``,
   only with a (non-AlexNet) baseline.
 
+Labels, units and directions of every name: :mod:`robustbench_act.definitions`.
 Accuracies and errors are fractions in [0, 1].
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -190,6 +192,26 @@ class ClassificationSums:
 # ----------------------------------------------------------------------------- summaries
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """The model rows that normalise CE / mCE, and the keys a row shares with its baseline rows.
+
+    A row is normalised by the mean error of the baseline rows with the same ``match`` keys
+    (over their seeds and runs), or of all baseline rows when none matches; the baseline's
+    own mCE is then 100 % on average over its seeds. ``run --baseline X`` and ``compare
+    --reference X`` both come here, so they give the same numbers.
+    """
+
+    name: str
+    select: Callable[[pd.DataFrame], np.ndarray]  # model-key frame -> boolean mask
+    match: tuple[str, ...] = ("model", "order", "dataset")
+
+
+def baseline_activation(name: str) -> Baseline:
+    """The rows with activation ``name`` (matched on model, order and dataset)."""
+    return Baseline(name, lambda idx: (idx["activation"].astype(str) == name).to_numpy())
+
+
 def _key_cols(frame: pd.DataFrame) -> list[str]:
     return [c for c in KEY_COLUMNS if c in frame.columns]
 
@@ -202,133 +224,157 @@ def _top1_table(metrics: pd.DataFrame) -> pd.DataFrame:
     return wide.unstack(["corruption", "severity"])
 
 
-def _baseline_errors(metrics: pd.DataFrame, baseline: str | pd.DataFrame,
-                     keys: list[str]) -> pd.DataFrame:
-    """Baseline top1 per model key (same index as :func:`_top1_table`), NaN where none matches."""
-    own = _top1_table(metrics)
-    if isinstance(baseline, str):
-        if "activation" not in keys:
-            raise ValueError("a baseline activation name needs an 'activation' column")
-        grp = [k for k in keys if k != "activation"]
-        idx = own.index.to_frame(index=False)
-        base_rows = own[own.index.get_level_values("activation") == baseline]
-        if base_rows.empty:
-            from robustbench_act.errors import unknown
-
-            raise unknown("baseline activation", baseline,
-                          sorted(set(own.index.get_level_values("activation").astype(str))))
-        base_idx = base_rows.index.to_frame(index=False)[grp]
-        base_vals = base_rows.reset_index(drop=True)
-        lookup = {tuple(r): i for i, r in enumerate(base_idx.itertuples(index=False, name=None))}
-        out = pd.DataFrame(np.nan, index=own.index, columns=own.columns)
-        for i, r in enumerate(idx[grp].itertuples(index=False, name=None)):
-            j = lookup.get(tuple(r))
-            if j is not None:
-                out.iloc[i] = base_vals.iloc[j].reindex(own.columns).to_numpy()
-        return out
-    base = _top1_table(baseline)
-    bidx = base.index.to_frame(index=False)
-    rows = []
-    for _, r in own.index.to_frame(index=False).iterrows():
-        sel = np.ones(len(base), dtype=bool)
-        if "dataset" in bidx.columns and "dataset" in r.index:
-            sel &= (bidx["dataset"].astype(str) == str(r["dataset"])).to_numpy()
-        if "seed" in bidx.columns and "seed" in r.index:
-            same_seed = sel & (bidx["seed"].astype(str) == str(r["seed"])).to_numpy()
-            if same_seed.any():
-                sel = same_seed
-        if sel.any():
-            rows.append(base[sel].mean(axis=0).reindex(own.columns).to_numpy())
-        else:
-            rows.append(np.full(len(own.columns), np.nan))
-    return pd.DataFrame(rows, index=own.index, columns=own.columns)
+def corruption_errors(top1: pd.DataFrame, base_mask: np.ndarray, match: Sequence[str]) -> pd.DataFrame:
+    """ce_<c>, rce_<c>, mce and rel_mce of every row of a wide top-1 table (see :class:`Baseline`)."""
+    err = 1.0 - top1
+    idx = top1.index.to_frame(index=False)
+    keys = [k for k in match if k in idx.columns]
+    row_key = idx[keys].astype(str).agg("|".join, axis=1) if keys else pd.Series("", index=idx.index)
+    base_err = err[base_mask].groupby(row_key[base_mask].to_numpy()).mean()
+    fallback = err[base_mask].mean(axis=0)
+    base = pd.DataFrame([base_err.loc[k] if k in base_err.index else fallback for k in row_key],
+                        index=top1.index, columns=top1.columns)  # fmt: skip
+    clean = [c for c in top1.columns if c[0] == "clean"]
+    e_clean = err[clean].mean(axis=1) if clean else pd.Series(np.nan, index=top1.index)
+    b_clean = base[clean].mean(axis=1) if clean else pd.Series(np.nan, index=top1.index)
+    ce: dict[str, pd.Series] = {}
+    rce: dict[str, pd.Series] = {}
+    names = [c for c in dict.fromkeys(c for c, _ in top1.columns) if c != "clean"]
+    for name in names:
+        cells = [c for c in top1.columns if c[0] == name]
+        e, b = err[cells], base[cells]
+        ok = e.notna() & b.notna()
+        den = b.where(ok).sum(axis=1, min_count=1)
+        ce[f"ce_{name}"] = e.where(ok).sum(axis=1, min_count=1) / den.where(den > 0)
+        rnum = e.where(ok).sub(e_clean, axis=0).sum(axis=1, min_count=1)
+        rden = b.where(ok).sub(b_clean, axis=0).sum(axis=1, min_count=1)
+        rce[f"rce_{name}"] = rnum / rden.where(rden > 0)
+    common = [n for n in names if n in COMMON]
+    nan = pd.Series(np.nan, index=top1.index)
+    means = {"mce": pd.concat([ce[f"ce_{n}"] for n in common], axis=1).mean(axis=1) if common else nan,
+             "rel_mce": pd.concat([rce[f"rce_{n}"] for n in common], axis=1).mean(axis=1) if common else nan}
+    return pd.DataFrame({**ce, **rce, **means}, index=top1.index)
 
 
-def summarise(metrics: pd.DataFrame, *, baseline: str | pd.DataFrame | None = None,
+def _alexnet_errors(top1: pd.DataFrame) -> pd.DataFrame:
+    """ce_<c> = mean_s E / E^AlexNet_c (ImageNet-C) and their mean over the 15 as mce."""
+    out = pd.DataFrame(index=top1.index)
+    names = [c for c in dict.fromkeys(c for c, _ in top1.columns) if c in ALEXNET_ERRORS]
+    for name in names:
+        out[f"ce_{name}"] = (1.0 - top1[[c for c in top1.columns if c[0] == name]]).mean(axis=1) / ALEXNET_ERRORS[name]
+    out["mce"] = out[[f"ce_{n}" for n in names]].mean(axis=1) if names else np.nan
+    return out
+
+
+def _with_baseline_rows(metrics: pd.DataFrame, baseline: pd.DataFrame) -> tuple[pd.DataFrame, Baseline]:
+    """Append another table's rows (run ids marked) and a Baseline selecting them."""
+    marked = baseline.copy()
+    marked["run"] = _BASE_MARK + marked["run"].astype(str)
+    both = pd.concat([metrics, marked[metrics.columns.intersection(marked.columns)]], ignore_index=True)
+    return both, Baseline("another run", lambda idx: idx["run"].astype(str).str.startswith(_BASE_MARK).to_numpy())
+
+
+_BASE_MARK = "\0baseline:"
+
+
+def summarise(metrics: pd.DataFrame, *, baseline: str | pd.DataFrame | Baseline | None = None,
               alexnet: bool = False) -> pd.DataFrame:
-    """One row per model key with clean accuracy, mCA (overall and per group), CE/mCE and probes.
-
-    ``baseline``: an activation name (the rows of the same run/model/order/seed/dataset with
-    that activation) or the metrics table of another run; ``alexnet``: normalise CE by the
-    ImageNet-C AlexNet errors instead (takes precedence over ``baseline`` for ``ce_*``/``mce``;
-    ``rel_mce`` still needs ``baseline``).
+    """One row per model key: clean metrics, mCA (all, the 15 common, per group), per-corruption
+    accuracy and mean error, CE / mCE against ``baseline`` (an activation name, another run's
+    metrics table or a :class:`Baseline`) or the ImageNet-C AlexNet errors, and probe means.
+    Names and meanings: :mod:`robustbench_act.definitions`.
     """
     if metrics is None or len(metrics) == 0:
         return pd.DataFrame(columns=list(KEY_COLUMNS))
-    metrics = metrics.copy()
-    for col in ("corruption", "metric"):
-        metrics[col] = metrics[col].astype(str)
-    metrics["severity"] = metrics["severity"].astype(int)
-    keys = _key_cols(metrics)
+    metrics = _clean_types(metrics)
+    if isinstance(baseline, pd.DataFrame):
+        metrics, baseline = _with_baseline_rows(metrics, _clean_types(baseline))
+    elif isinstance(baseline, str):
+        baseline = baseline_activation(baseline)
     top1 = _top1_table(metrics)
     if top1.empty:
-        return pd.DataFrame(columns=keys)
-    present = set(top1.columns)
-    corr_names = [c for c in dict.fromkeys(metrics["corruption"]) if c != "clean"]
-    corr_cells = [(c, s) for c in corr_names
-                  for s in sorted({s for cc, s in present if cc == c})]
-    groups = corruption_groups(corr_names)
-    out = pd.DataFrame(index=top1.index)
+        return pd.DataFrame(columns=_key_cols(metrics))
+    out = pd.concat([_accuracy_columns(metrics, top1), _ce_columns(top1, baseline, alexnet),
+                     _calibration_and_probes(metrics, top1.index)], axis=1)  # fmt: skip
+    out = out.reset_index()
+    if "run" in out.columns:
+        out = out[~out["run"].astype(str).str.startswith(_BASE_MARK)].reset_index(drop=True)
+    return out
 
-    def col_of(cells: list[tuple[str, int]]) -> pd.Series:
-        return top1[cells].mean(axis=1) if cells else pd.Series(np.nan, index=top1.index)
 
-    clean_cells = [c for c in top1.columns if c[0] == "clean"]
-    out["clean_top1"] = col_of(clean_cells)
+def _clean_types(metrics: pd.DataFrame) -> pd.DataFrame:
+    m = metrics.copy()
+    for col in ("corruption", "metric"):
+        m[col] = m[col].astype(str)
+    m["severity"] = m["severity"].astype(int)
+    return m
+
+
+def _accuracy_columns(metrics: pd.DataFrame, top1: pd.DataFrame) -> pd.DataFrame:
+    keys = _key_cols(metrics)
+    names = [c for c in dict.fromkeys(metrics["corruption"]) if c != "clean"]
+    cells = [c for c in top1.columns if c[0] != "clean"]
+    groups = corruption_groups(names)
+    out: dict[str, pd.Series] = {}
+
+    def mean_of(sel: list[tuple[str, int]]) -> pd.Series:
+        return top1[sel].mean(axis=1) if sel else pd.Series(np.nan, index=top1.index)
+
+    out["clean_top1"] = mean_of([c for c in top1.columns if c[0] == "clean"])
     for name in ("top5", "nll", "ece"):
         sub = metrics[(metrics["metric"] == name) & (metrics["corruption"] == "clean")]
         if not sub.empty:
-            out[f"clean_{name}"] = sub.groupby(keys, observed=True)["value"].mean().reindex(out.index)
-    out["mca"] = col_of(corr_cells)
+            out[f"clean_{name}"] = sub.groupby(keys, observed=True)["value"].mean().reindex(top1.index)
+    out["mca"] = mean_of(cells)
+    if any(c[0] in COMMON for c in cells):
+        out["mca_common"] = mean_of([c for c in cells if c[0] in COMMON])
     for g in GROUP_ORDER + tuple(sorted(set(groups.values()) - set(GROUP_ORDER))):
-        cells = [c for c in corr_cells if groups[c[0]] == g]
-        if cells:
-            out[f"mca_{g}"] = col_of(cells)
-    for name in corr_names:
-        out[f"acc_{name}"] = col_of([c for c in corr_cells if c[0] == name])
+        sel = [c for c in cells if groups[c[0]] == g]
+        if sel:
+            out[f"mca_{g}"] = mean_of(sel)
+    for name in names:
+        out[f"acc_{name}"] = mean_of([c for c in cells if c[0] == name])
+    for name in names:
+        out[f"err_{name}"] = 1.0 - out[f"acc_{name}"]
+    if any(c[0] in COMMON for c in cells):
+        out["mean_err"] = 1.0 - out["mca_common"]
+    return pd.DataFrame(out, index=top1.index)
 
-    # corruption errors
-    base = _baseline_errors(metrics, baseline, keys) if baseline is not None else None
-    ce: dict[str, pd.Series] = {}
-    rel: dict[str, pd.Series] = {}
-    clean_err = 1.0 - out["clean_top1"]
-    for name in corr_names:
-        cells = [c for c in corr_cells if c[0] == name]
-        err = 1.0 - top1[cells]
-        if alexnet:
-            ref = ALEXNET_ERRORS.get(name)
-            ce[name] = err.mean(axis=1) / ref if ref else pd.Series(np.nan, index=top1.index)
-        elif base is not None:
-            berr = 1.0 - base[cells]
-            ce[name] = err.sum(axis=1, min_count=1) / berr.sum(axis=1, min_count=1)
-        else:
-            ce[name] = err.mean(axis=1)
-        if base is not None:
-            berr = 1.0 - base[cells]
-            bclean = 1.0 - base[clean_cells].mean(axis=1) if clean_cells else np.nan
-            num = err.sub(clean_err, axis=0).sum(axis=1, min_count=1)
-            den = berr.sub(bclean, axis=0).sum(axis=1, min_count=1)
-            rel[name] = num / den.where(den != 0)
-    for name in corr_names:
-        out[f"ce_{name}"] = ce[name]
-    common = [n for n in corr_names if n in COMMON]
-    out["mce"] = pd.concat([ce[n] for n in common], axis=1).mean(axis=1) if common else np.nan
-    if base is not None:
-        out["rel_mce"] = pd.concat([rel[n] for n in common], axis=1).mean(axis=1) if common else np.nan
 
-    # corrupted-data calibration and probe summaries
+def _ce_columns(top1: pd.DataFrame, baseline: Baseline | None, alexnet: bool) -> pd.DataFrame:
+    if alexnet:
+        out = _alexnet_errors(top1)
+        if baseline is not None:
+            rel = corruption_errors(top1, baseline.select(top1.index.to_frame(index=False)), baseline.match)
+            out = pd.concat([out, rel[[c for c in rel.columns if c.startswith("rce_")] + ["rel_mce"]]], axis=1)
+        return out
+    if baseline is None:
+        return pd.DataFrame(index=top1.index)
+    mask = baseline.select(top1.index.to_frame(index=False))
+    if not mask.any():
+        from robustbench_act.errors import unknown
+
+        acts = sorted(set(top1.index.get_level_values("activation").astype(str))) \
+            if "activation" in top1.index.names else []
+        raise unknown("baseline activation", baseline.name, acts)
+    return corruption_errors(top1, mask, baseline.match)
+
+
+def _calibration_and_probes(metrics: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
+    keys = _key_cols(metrics)
+    out: dict[str, pd.Series] = {}
     corr_rows = metrics[metrics["corruption"] != "clean"]
     for name in ("nll", "ece"):
         sub = corr_rows[corr_rows["metric"] == name]
         if not sub.empty:
-            out[f"mean_{name}"] = sub.groupby(keys, observed=True)["value"].mean().reindex(out.index)
+            out[f"mean_{name}"] = sub.groupby(keys, observed=True)["value"].mean().reindex(index)
     probe_names = [m for m in dict.fromkeys(metrics["metric"]) if m not in CLASSIFICATION_METRICS]
     for name in probe_names:
         sub = corr_rows[corr_rows["metric"] == name]
         if sub.empty:
             sub = metrics[(metrics["metric"] == name) & (metrics["corruption"] == "clean")]
-        out[name] = sub.groupby(keys, observed=True)["value"].mean().reindex(out.index)
-    return out.reset_index()
+        out[name] = sub.groupby(keys, observed=True)["value"].mean().reindex(index)
+    return pd.DataFrame(out, index=index)
 
 
 def mean_std(total: float, total_sq: float, n: float) -> tuple[float, float]:

@@ -11,6 +11,7 @@ finalisation and the summary; ``run_checkpoints`` loads checkpoints and calls it
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -23,11 +24,14 @@ import torch
 from torch import nn
 
 from robustbench_act.errors import UserError, unknown
+from robustbench_act.parsing import parse_seeds, parse_severities  # noqa: F401  (part of this API)
 
 DEFAULT_ACTIVATIONS = ("relu", "silu", "gelu", "la_silu", "la_hardsilu", "an_swish")
 DEFAULT_MODEL = "cnn_small"
 DEFAULT_DATASET = "digits"
 DEFAULT_SEVERITIES = (1, 2, 3, 4, 5)
+DEFAULT_SEEDS = (0, 1, 2)  # training seeds of the default run: enough for paired tests
+DEFAULT_CORRUPTION_SEED = 0  # the benchmark data is fixed, whatever the training seeds
 DEFAULT_BATCH_SIZE = 512
 MODELS_DIR = "models"
 
@@ -44,38 +48,6 @@ class RunOutcome:
 
 
 # ----------------------------------------------------------------------------- option parsing
-
-
-def parse_severities(spec: str | int | Sequence[int]) -> list[int]:
-    """'1-5', '1,3,5', '3' or a list -> sorted unique severities in 1..5 (UserError otherwise)."""
-    if isinstance(spec, int) and not isinstance(spec, bool):
-        vals = [spec]
-    elif isinstance(spec, str):
-        vals = []
-        text = spec.strip()
-        if not text:
-            raise UserError("--severities is empty; give e.g. 1-5 or 1,3,5")
-        for part in text.split(","):
-            part = part.strip()
-            m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
-            try:
-                if m:
-                    lo, hi = int(m.group(1)), int(m.group(2))
-                    if lo > hi:
-                        raise UserError(f"bad severity range {part!r} (low > high)")
-                    vals.extend(range(lo, hi + 1))
-                else:
-                    vals.append(int(part))
-            except ValueError:
-                raise UserError(f"bad severities {spec!r}: use 1-5, 1,3,5 or a single number") from None
-    else:
-        vals = [int(v) for v in spec]
-    bad = [v for v in vals if not 1 <= v <= 5]
-    if bad:
-        raise UserError(f"severity must be 1..5, got {bad[0]} (in {spec!r})")
-    if not vals:
-        raise UserError("no severity given")
-    return sorted(set(vals))
 
 
 def parse_corruptions(spec: str | Sequence[str]) -> list[str]:
@@ -241,8 +213,9 @@ def run_models(models: Mapping[str, nn.Module], info: Mapping[str, Mapping[str, 
         order = cell_order(corruptions, severities, clean=config.get("clean", True))
         finished = {**manifest, **{k: v for k, v in (store_manifest(out) or {}).items()
                                    if k in ("started", "resumed")}}
-        metrics = store.finalize(finished, order=order)
-        summary = summarise_with(metrics, _canonical_baseline(baseline))
+        base = _canonical_baseline(baseline)
+        metrics = store.finalize(finished, order=order, summarise_fn=lambda m: summarise_with(m, base))
+        summary = summarise_with(metrics, base)
         manifest = finished
     dist.barrier()
     return RunOutcome(out, status, summary, metrics, manifest)
@@ -265,82 +238,99 @@ def _dataset_check(ds: Any, spec: str) -> None:
 
 
 def run_default(activations: Sequence[str] = DEFAULT_ACTIVATIONS, out: str | Path | None = None,
-                seed: int = 0, *, model: str = DEFAULT_MODEL, order: str = "conventional",
-                dataset: str = DEFAULT_DATASET, corruptions: str | Sequence[str] = "all",
-                severities: str | Sequence[int] = DEFAULT_SEVERITIES, probes: str = "all",
-                batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = None,
-                amp: str | None = None, limit: int | None = None, resume: bool = False,
-                progress: Callable[[dict[str, Any]], None] | None = None,
-                on_cell_done: Callable[[Any], None] | None = None,
-                train_progress: bool = False, baseline: str | None = None,
-                epochs: int | None = None, preset: str | None = None,
+                seeds: int | Sequence[int] = DEFAULT_SEEDS, *, model: str = DEFAULT_MODEL,
+                order: str = "conventional", dataset: str = DEFAULT_DATASET,
+                corruptions: str | Sequence[str] = "all", severities: str | Sequence[int] = DEFAULT_SEVERITIES,
+                probes: str = "all", batch_size: int = DEFAULT_BATCH_SIZE,
+                device: str | torch.device | None = None, amp: str | None = None, limit: int | None = None,
+                resume: bool = False, progress: Callable[[dict[str, Any]], None] | None = None,
+                on_cell_done: Callable[[Any], None] | None = None, train_progress: bool = False,
+                baseline: str | None = None, epochs: int | None = None, preset: str | None = None,
                 on_trained: Callable[[str, Any], None] | None = None,
-                corruption_seed: int | None = None) -> RunOutcome:
-    """Train ``model`` per activation on digits (the ``digits`` recipe) and evaluate all together.
+                corruption_seed: int = DEFAULT_CORRUPTION_SEED) -> RunOutcome:  # fmt: skip
+    """Train ``model`` per activation and training seed on digits (the ``digits`` recipe) and
+    evaluate all of them together on one set of corrupted images.
 
-    ``seed`` seeds training; ``corruption_seed`` (default: ``seed``) keys the corruptions, so
-    runs with several training seeds can share one set of corrupted images.
+    ``seeds`` seed initialisation, data order and augmentation (several: mean +- sd and paired
+    tests across seeds); ``corruption_seed`` keys the corruptions, the same for every model
+    (the benchmark data is fixed, like CIFAR-10-C's one file).
     """
     from robustbench_act import distributed as dist
     from robustbench_act.activations import canonical_spec
-    from robustbench_act.checkpoint import load_checkpoint
     from robustbench_act.data import load_dataset
     from robustbench_act.models import check_model_name, check_order
     from robustbench_act.probes import require_level
     from robustbench_act.results import RunStore
-    from robustbench_act.train import make_config, train_model
+    from robustbench_act.train import make_config
 
     check_model_name(model)  # before the output folder exists
     check_order(order)
-    acts = parse_list(activations) if isinstance(activations, str) else list(activations)
-    if not acts:
-        raise UserError("--activations is empty")
-    specs = [canonical_spec(a) for a in acts]
-    if len(set(specs)) != len(specs):
-        raise UserError(f"--activations lists an activation twice: {', '.join(acts)}")
+    specs = _default_specs(activations, canonical_spec)
+    seed_list = parse_seeds(seeds)
     probes = require_level(probes)
     sevs = parse_severities(severities)
     corrs = parse_corruptions(corruptions)
     dev = resolve_device(device)
-    c_seed = seed if corruption_seed is None else int(corruption_seed)
     check_baseline(baseline, specs)
     test = load_dataset(dataset, split="test", limit=limit)
     _dataset_check(test, dataset)
-    cfg = make_config("digits" if dataset == "digits" else "paper", seed=seed,
+    cfg = make_config("digits" if dataset == "digits" else "paper", seed=seed_list[0],
                       device=str(dev), epochs=epochs)
     out = Path(out) if out is not None else Path(_agree(str(default_out(dataset, "default"))))
-    models_dir = out / MODELS_DIR
+    models_info = [{"model": model, "activation": a, "order": order, "seed": sd} for a in specs for sd in seed_list]
     config = {
         "mode": "default", "dataset": dataset, "dataset_name": test.name, "model": model,
-        "order": order, "activations": specs, "corruptions": corrs, "severities": sevs,
-        "corruption_seed": c_seed, "preset": preset, "limit": limit, "n_images": len(test),
-        "batch_size": batch_size, "probes": probes, "amp": amp, "train": cfg.to_dict(),
-        "world_size": dist.world_size(), "clean": True,
-        "models": [{"model": model, "activation": s, "order": order, "seed": seed} for s in specs],
+        "order": order, "activations": specs, "seeds": seed_list, "corruptions": corrs, "severities": sevs,
+        "corruption_seed": int(corruption_seed), "preset": preset, "limit": limit, "n_images": len(test),
+        "num_classes": test.num_classes, "batch_size": batch_size, "probes": probes, "amp": amp,
+        "train": cfg.to_dict(), "world_size": dist.world_size(), "clean": True, "models": models_info,
     }  # fmt: skip
     from robustbench_act.manifest import base_manifest
 
     store = RunStore(out)
-    manifest = {**base_manifest(seed=seed, config=config, device=dev), "run": out.name}
+    manifest = {**base_manifest(seed=seed_list[0], config=config, device=dev), "run": out.name}
     begun = _checked(lambda: store.begin(manifest, resume=resume))
     models: dict[str, nn.Module] = {}
     info: dict[str, dict[str, Any]] = {}
     if begun != "complete":
-        for spec in specs:
-            mdir = models_dir / _slug(spec)
-            if _agree(not _trained(mdir)):  # under torchrun every rank trains (DDP)
-                result = train_model(model, dataset=dataset, out_dir=mdir, config=cfg, activation=spec,
-                                     order=order, resume=resume, progress=train_progress)
-                if on_trained is not None and dist.is_main_process():
-                    on_trained(spec, result)
-            dist.barrier()
-            net, _ = load_checkpoint(mdir, device=dev)
-            models[spec] = net
-            info[spec] = {"model": model, "activation": spec, "order": order, "seed": seed}
+        for row in models_info:
+            key = f"{row['activation']}/s{row['seed']}"
+            models[key] = _trained_model(model, dataset, out / MODELS_DIR / f"{_slug(row['activation'])}-s{row['seed']}",
+                                         dataclasses.replace(cfg, seed=row["seed"]), row, resume=resume, device=dev,
+                                         train_progress=train_progress, on_trained=on_trained)  # fmt: skip
+            info[key] = row
     return run_models(models, info, test, out=out, config=config, corruptions=corrs, severities=sevs,
-                      probes=probes, seed=c_seed, batch_size=batch_size, device=dev, amp=amp,
+                      probes=probes, seed=int(corruption_seed), batch_size=batch_size, device=dev, amp=amp,
                       resume=resume, preset=preset, progress=progress, on_cell_done=on_cell_done,
                       baseline=baseline, begun=begun, manifest=manifest)
+
+
+def _default_specs(activations: str | Sequence[str], canonical: Callable[[str], str]) -> list[str]:
+    acts = parse_list(activations) if isinstance(activations, str) else list(activations)
+    if not acts:
+        raise UserError("--activations is empty: name at least one activation (see actbench activations)")
+    specs = [canonical(a) for a in acts]
+    if len(set(specs)) != len(specs):
+        raise UserError(f"--activations lists an activation twice: {', '.join(acts)}")
+    return specs
+
+
+def _trained_model(model: str, dataset: str, folder: Path, cfg: Any, row: Mapping[str, Any], *, resume: bool,
+                   device: torch.device, train_progress: bool,
+                   on_trained: Callable[[str, Any], None] | None) -> nn.Module:  # fmt: skip
+    """Train one (activation, seed) into ``folder`` unless a finished checkpoint is there; load it."""
+    from robustbench_act import distributed as dist
+    from robustbench_act.checkpoint import load_checkpoint
+    from robustbench_act.train import train_model
+
+    if _agree(not _trained(folder)):  # under torchrun every rank trains (DDP)
+        result = train_model(model, dataset=dataset, out_dir=folder, config=cfg, activation=row["activation"],
+                             order=row["order"], resume=resume, progress=train_progress)  # fmt: skip
+        if on_trained is not None and dist.is_main_process():
+            on_trained(f"{row['activation']} (seed {row['seed']})", result)
+    dist.barrier()
+    net, _ = load_checkpoint(folder, device=device)
+    return net
 
 
 def _canonical_baseline(baseline: str | pd.DataFrame | None) -> str | pd.DataFrame | None:

@@ -44,20 +44,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from robustbench_act.compare import (
-    GROUPS,
-    KEY,
-    TABLE_CSS,
-    ComparisonTable,
-    RunSet,
-    compare_runs,
-    corruption_group,
-    load_runs,
-    order_corruptions,
-    write_comparison,
-)
+from robustbench_act.compare import KEY, compare_runs, write_comparison
 from robustbench_act.errors import unknown
 from robustbench_act.fileio import atomic_write, atomic_write_text, make_folder
+from robustbench_act.runset import GROUPS, RunSet, corruption_group, load_runs, order_corruptions
+from robustbench_act.tables import TABLE_CSS, ComparisonTable
 
 #: Reference black, then Okabe-Ito (without yellow), then Paul Tol's muted/bright extras.
 PALETTE = (
@@ -777,6 +768,7 @@ def write_report(
     by: str | Sequence[str] = "activation",
     reference: str | None = None,
     allow_mismatch: bool = False,
+    uncertainty: str = "auto",
     command: str | None = None,
     figures: str | Iterable[str] | None = None,
 ) -> Path:
@@ -789,7 +781,7 @@ def write_report(
     # samples.parquet is read later, filtered to what the figures need
     rs = paths if isinstance(paths, RunSet) else load_runs(
         [paths] if isinstance(paths, (str, Path)) else list(paths), samples=False)  # fmt: skip
-    table = compare_runs(rs, by=by, reference=reference, allow_mismatch=allow_mismatch)
+    table = compare_runs(rs, by=by, reference=reference, allow_mismatch=allow_mismatch, uncertainty=uncertainty)
     out = Path(out_dir)
     make_folder(out)
     write_comparison(table, out)

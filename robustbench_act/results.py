@@ -267,9 +267,10 @@ class RunStore:
                 for t, f in frames.items()}
 
     def finalize(self, manifest: dict[str, Any], *, order: Sequence[tuple[str, int]] | None = None,
-                 summary: pd.DataFrame | None = None) -> pd.DataFrame:
+                 summarise_fn: Any = None) -> pd.DataFrame:
         """Consolidate the cell parts into the final tables; manifest "complete"; metrics.parquet last.
 
+        ``summarise_fn(metrics)`` makes summary.csv (default: ``metrics.summarise``, no baseline).
         Returns the consolidated metrics table.
         """
         from robustbench_act.manifest import now_iso
@@ -288,7 +289,7 @@ class RunStore:
         self._write_samples(order)
         for table in ("layers", "units"):
             atomic_write_frame(self.path / f"{table}.parquet", tables[table])
-        summ = summary if summary is not None else summarise(tables["metrics"])
+        summ = (summarise_fn or summarise)(tables["metrics"])
         atomic_write_frame(self.path / "summary.csv", summ)
         atomic_write_frame(self.path / "metrics.csv", tables["metrics"])
         done = {**manifest, "status": STATUS_COMPLETE, "finished": now_iso()}

@@ -38,6 +38,7 @@ from typing import Any
 import pandas as pd
 
 from robustbench_act.errors import UserError
+from robustbench_act.parsing import parse_seeds  # noqa: F401  (part of this API)
 
 TRAIN_DIR = "train"
 EVAL_DIR = "eval"
@@ -91,31 +92,6 @@ def slug(text: str) -> str:
     """A folder-safe form of a name or spec: 'la_silu(alpha=0.1)' -> 'la_silu_alpha_0.1'."""
     s = re.sub(r"[^A-Za-z0-9_.]+", "_", str(text)).strip("_.")
     return s or "x"
-
-
-def parse_seeds(spec: str | int | Sequence[int]) -> list[int]:
-    """'0-4', '0,2,7', '3' or a list -> sorted unique non-negative seeds."""
-    if isinstance(spec, int) and not isinstance(spec, bool):
-        return [spec]
-    if not isinstance(spec, str):
-        return sorted({int(s) for s in spec})
-    out: set[int] = set()
-    for part in (p.strip() for p in spec.split(",")):
-        if not part:
-            continue
-        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
-        if m:
-            lo, hi = int(m.group(1)), int(m.group(2))
-            if lo > hi:
-                raise UserError(f"bad seed range {part!r} (low > high)")
-            out.update(range(lo, hi + 1))
-        elif part.isdigit():
-            out.add(int(part))
-        else:
-            raise UserError(f"bad seeds {spec!r}: use 0-4, 0,2,7 or one number")
-    if not out:
-        raise UserError("no seeds given (e.g. --seeds 0-4)")
-    return sorted(out)
 
 
 def parse_shard(spec: str | None) -> tuple[int, int]:

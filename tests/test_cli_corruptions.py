@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from robustbench_act.cli import app
-from robustbench_act.cli.corruptions import parse_severities
+from robustbench_act.parsing import parse_severities
 
 runner = CliRunner()
 

@@ -239,9 +239,14 @@ def test_significance_tests_match_scipy_and_holm_by_hand():
     assert res["w_stat"] == pytest.approx(w.statistic)
     assert res["w_p"] == pytest.approx(w.pvalue)
     assert res["n_pairs"] == 7 and res["mean_diff"] == pytest.approx(np.mean(np.subtract(x, y)))
+    assert res["p"] == res["t_p"] and res["test"] == "paired t"
+    d = np.subtract(x, y)
+    half = stats.t.ppf(0.975, 6) * d.std(ddof=1) / np.sqrt(7)
+    assert (res["ci_low"], res["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert res["effect_dz"] == pytest.approx(d.mean() / d.std(ddof=1))
     # identical samples: no difference, p = 1; a single pair: no test
-    assert paired_tests([1, 2, 3], [1, 2, 3])["t_p"] == 1.0
-    assert np.isnan(paired_tests([1.0], [2.0])["t_p"])
+    assert paired_tests([1, 2, 3], [1, 2, 3])["p"] == 1.0
+    assert np.isnan(paired_tests([1.0], [2.0])["p"])
     # Holm by hand: p sorted 0.01, 0.02, 0.03, 0.04 with m = 4 -> 0.04, 0.06, 0.06, 0.06
     p = [0.03, 0.01, np.nan, 0.04, 0.02]
     adj = holm(p)
@@ -326,3 +331,63 @@ def test_cli_compare_writes_files_and_refuses_mismatch(sweep, tmp_path):
     res = runner.invoke(app, ["compare", str(tmp_path / "x"), "--out", str(tmp_path / "o2"),
                               "--allow-mismatch"])  # fmt: skip
     assert res.exit_code == 0, res.output
+
+
+def test_no_significance_from_two_pairs_or_from_zero_variance():
+    """The issue's reproductions: n = 2 gave p = 3.5e-16 (t = inf); equal differences p = 0."""
+    two = paired_tests([0.9, 0.8], [0.8, 0.7])
+    assert np.isnan(two["p"]) and two["test"] == "none" and "fewer than 3" in two["note"]
+    assert np.isnan(two["ci_low"]) and two["mean_diff"] == pytest.approx(0.1)
+    same = paired_tests([0.9, 0.8, 0.7], [0.8, 0.7, 0.6])  # three equal differences
+    assert same["test"] == "exact sign-flip" and same["p"] == pytest.approx(2 / 8)
+    assert np.isnan(same["t_p"]) and np.isnan(same["ci_low"])
+    five = paired_tests([1.0] * 5, [0.5] * 5)
+    assert five["p"] == pytest.approx(2 / 32)  # the smallest two-sided p with 5 pairs
+
+
+def test_two_seeds_are_not_tested_across_seeds_but_over_images(tmp_path):
+    root = make_sweep(tmp_path, seeds=(0, 1))
+    t = compare_runs(root)
+    assert t.uncertainty == "images"
+    assert "bootstrap over 48 test images" in " ".join(t.notes)
+    row = t.tests[(t.tests.group == "la_silu") & (t.tests.column == "mca")].iloc[0]
+    assert row["n_pairs"] == 2 and row["test"] == "none"  # the synthetic runs have no 'correct' rows
+    seeds = compare_runs(root, uncertainty="seeds")
+    r = seeds.tests[(seeds.tests.group == "la_silu") & (seeds.tests.column == "mca")].iloc[0]
+    assert np.isnan(r["p"]) and r["mark"] == ""
+    with pytest.raises(UserError, match="unknown uncertainty 'sedes'"):
+        compare_runs(root, uncertainty="sedes")
+
+
+def test_verbatim_copy_of_a_run_counts_once(tmp_path):
+    import shutil
+
+    make_run(tmp_path / "runs" / "a", activation="relu", seed=0, write_extra=False)
+    make_run(tmp_path / "runs" / "b", activation="silu", seed=0, write_extra=False)
+    shutil.copytree(tmp_path / "runs" / "b", tmp_path / "runs" / "b_copy")
+    t = compare_runs(tmp_path / "runs")
+    assert t.frame.at["silu", "n"] == 1
+    assert any("identical copies counted once" in n for n in t.notes)
+    # same model key, different numbers: cannot both be seed 0
+    make_run(tmp_path / "runs2" / "a", activation="silu", seed=0, write_extra=False)
+    make_run(tmp_path / "runs2" / "b", activation="silu", seed=0, write_extra=False, model="resnet20",
+             run_id="other", dataset="cifar10")
+    df = pd.read_parquet(tmp_path / "runs2" / "b" / "metrics.parquet")
+    df["value"] = df["value"] * 0.99
+    df.to_parquet(tmp_path / "runs2" / "b" / "metrics.parquet")
+    with pytest.raises(UserError, match="numbers differ"):
+        compare_runs(tmp_path / "runs2")
+
+
+def test_cells_at_chance_level_are_named(tmp_path):
+    folder = make_run(tmp_path / "r", activation="relu", seed=0, write_extra=False)
+    df = pd.read_parquet(folder / "metrics.parquet")
+    hit = (df.corruption == "contrast") & (df.severity >= 4) & (df.metric == "top1")
+    df.loc[hit, "value"] = 0.1
+    df.to_parquet(folder / "metrics.parquet")
+    man = json.loads((folder / "manifest.json").read_text())
+    man["config"]["num_classes"] = 10
+    (folder / "manifest.json").write_text(json.dumps(man))
+    make_run(tmp_path / "s", activation="silu", seed=0, write_extra=False)
+    notes = " ".join(compare_runs(tmp_path).notes)
+    assert "2 of 50 corrupted cells at chance level (10.0%): contrast s4, contrast s5" in notes

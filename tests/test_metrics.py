@@ -79,10 +79,11 @@ def test_summarise_columns_and_values() -> None:
     assert r["mca_extra"] == pytest.approx(0.8)
     assert "mca_blur" not in s.columns
     assert r["acc_fog"] == pytest.approx(0.6)
-    # no baseline: unnormalised mean error; mCE over the common corruptions only (not saturate)
-    assert r["ce_fog"] == pytest.approx(0.4)
-    assert r["mce"] == pytest.approx(np.mean([0.3, 0.4]))
-    assert "rel_mce" not in s.columns
+    # no baseline: plain mean errors, never called (m)CE; mean_err over the common ones only
+    assert r["err_fog"] == pytest.approx(0.4)
+    assert r["mean_err"] == pytest.approx(np.mean([0.2, 0.4, 0.3, 0.5]))
+    assert r["mca_common"] == pytest.approx(np.mean([0.8, 0.6, 0.7, 0.5]))
+    assert not {"mce", "rel_mce", "ce_fog"} & set(s.columns)
     assert r["fluct_l1_mean"] == pytest.approx(2.0)  # mean over corruption cells
     assert r["abs_unit_mean"] == pytest.approx(0.25)  # clean-only probe: the clean value
     assert math.isnan(s.loc["la_silu", "fluct_l1_mean"])
@@ -111,6 +112,19 @@ def test_summarise_baseline_activation_and_frame() -> None:
     assert s2.loc["silu", "rel_mce"] == pytest.approx(rel)
     with pytest.raises(ValueError, match="gelu"):
         M.summarise(frame, baseline="gelu")
+
+
+def test_baseline_is_the_seed_mean_of_the_matching_baseline_rows() -> None:
+    """CE_c(run) = sum_s E / sum_s mean-over-seeds(E_base): the baseline averages 100 %."""
+    rows = []
+    for seed, (r1, s1) in enumerate([(0.8, 0.9), (0.6, 0.8), (0.7, 0.6)]):
+        acc = {"relu": {("clean", 0): 0.9, ("fog", 1): r1}, "silu": {("clean", 0): 0.9, ("fog", 1): s1}}
+        rows.append(_frame(acc).assign(seed=seed))
+    s = M.summarise(pd.concat(rows, ignore_index=True), baseline="relu")
+    base = np.mean([0.2, 0.4, 0.3])
+    silu = s[s.activation == "silu"].sort_values("seed")
+    assert silu["mce"].tolist() == pytest.approx([0.1 / base, 0.2 / base, 0.4 / base])
+    assert s[s.activation == "relu"]["mce"].mean() == pytest.approx(1.0)
 
 
 def test_summarise_alexnet_normalisation() -> None:

@@ -17,6 +17,8 @@ _FIGURES_HELP = (
     "Comma-separated figures to draw (default all): accuracy_vs_severity, corruption_heatmap, "
     "fluctuation_samples, fluctuation_vs_severity, fluctuation_layers, unit_means, bn_order, corruption_preview."
 )
+_UNC_HELP = ("What the tests and intervals resample: seeds (>= 3 paired seeds), images (paired bootstrap "
+             "over the test images), none, or auto (seeds when possible, else images).")
 _MISMATCH_HELP = "Compare runs even if they saw different data (dataset, corruption seed, image count, corruptions)."
 
 
@@ -37,6 +39,7 @@ def compare_command(
     ),
     out: Path = typer.Option(Path("."), "--out", help="Folder for comparison.{md,tex,csv,html} (created if missing)."),
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help=_MISMATCH_HELP),
+    uncertainty: str = typer.Option("auto", "--uncertainty", help=_UNC_HELP),
 ) -> None:
     """Compare runs: accuracy, mCA per group, mCE, fluctuation; mean ± std over seeds, paired tests.
 
@@ -44,15 +47,13 @@ def compare_command(
     comparison_tests.csv with every paired test) atomically into --out, the current folder
     by default. Refuses runs that saw different data unless --allow-mismatch (exit 2).
     """
-    from robustbench_act.compare import _FORMAT_ALIASES, FORMATS, compare_runs, write_comparison
-    from robustbench_act.errors import unknown
+    from robustbench_act.compare import compare_runs, write_comparison
+    from robustbench_act.tables import FORMATS, formats_of
 
     try:
-        fmts = list(dict.fromkeys(formats or FORMATS))
-        for f in fmts:
-            if f.lower() not in _FORMAT_ALIASES:
-                raise unknown("format", f, FORMATS)
-        table = compare_runs(run_dirs, by=by, reference=reference, allow_mismatch=allow_mismatch)
+        fmts = list(dict.fromkeys(formats_of(formats or FORMATS)))
+        table = compare_runs(run_dirs, by=by, reference=reference, allow_mismatch=allow_mismatch,
+                             uncertainty=uncertainty)
         written = write_comparison(table, out, fmts)
     except UserError as exc:
         raise _fail(exc) from None
@@ -69,6 +70,7 @@ def report_command(
     by: str = typer.Option("activation", "--by", help=_BY_HELP),
     reference: str | None = typer.Option(None, "--reference", help=_REF_HELP, show_default=False),
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help=_MISMATCH_HELP),
+    uncertainty: str = typer.Option("auto", "--uncertainty", help=_UNC_HELP),
     figures: str = typer.Option("all", "--figures", help=_FIGURES_HELP),
 ) -> None:
     """Write a report: comparison tables, figures (PNG + PDF) and one self-contained report.html.
@@ -83,7 +85,7 @@ def report_command(
 
     try:
         path = write_report(run_dirs, out, by=by, reference=reference, allow_mismatch=allow_mismatch,
-                            figures=figures, command=" ".join(["actbench", *sys.argv[1:]]))  # fmt: skip
+                            uncertainty=uncertainty, figures=figures, command=" ".join(["actbench", *sys.argv[1:]]))  # fmt: skip
     except UserError as exc:
         raise _fail(exc) from None
     Console(highlight=False).print(f"wrote {path}", markup=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -89,22 +88,6 @@ def _fmt_num(v: Any) -> str:
 def _fmt_row(row: dict) -> str:
     vals = [_fmt_num(v) for v in row.values()]
     return vals[0] if len(vals) == 1 else "(" + ",".join(vals) + ")"
-
-
-def parse_severities(text: str) -> list[int]:
-    """'1-5', '1,3,5', '2', '1-3,5' -> sorted distinct severities in 1..5."""
-    out: set[int] = set()
-    for part in text.split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
-        if not m:
-            raise UserError(f"bad --severities {text!r}: use e.g. 1-5, 3 or 1,3,5")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) else lo
-        if not (1 <= lo <= hi <= 5):
-            raise UserError(f"bad --severities {text!r}: severities are 1..5 (ranges low-high)")
-        out.update(range(lo, hi + 1))
-    return sorted(out)
 
 
 @corruptions_app.command("list")
@@ -363,6 +346,8 @@ def export_command(
 
         raise unknown("format", fmt, FORMATS)
     _check_preset(preset)
+    from robustbench_act.parsing import parse_severities
+
     sevs = parse_severities(severities)
     _load_plugins(plugin)
     selected = select_corruptions(corruption_spec)

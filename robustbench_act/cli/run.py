@@ -111,79 +111,38 @@ class _Progress:
 # ----------------------------------------------------------------------------- output
 
 
-_TABLE_COLUMNS = (
-    ("clean_top1", "clean", True),
-    ("mca", "mCA", True),
-    ("mca_noise", "noise", True),
-    ("mca_blur", "blur", True),
-    ("mca_weather", "weather", True),
-    ("mca_digital", "digital", True),
-    ("mca_extra", "extra", True),
-    ("mce", "mCE", True),
-    ("rel_mce", "rel. mCE", True),
-    ("fluct_l1_elem_mean", "fluct", False),
-    ("fluct_l1_elem_std", "fluct sd", False),
-    ("in_fluct_l1_elem_mean", "in fluct", False),
-    ("abs_unit_mean", "|unit mean|", False),
-    ("sat", "sat", True),
-    ("asym_sat", "asym sat", True),
-    ("sparsity", "sparsity", True),
-)
+def comparison_of(outcome: Any, baseline: Any) -> Any:
+    """The run's comparison table (mean +- sd over seeds, paired tests) with its mCE against the
+    run's baseline: the same numbers as ``actbench compare <run> --reference <baseline>``."""
+    from robustbench_act.compare import compare_runs
 
-
-def _fmt(v: Any, percent: bool) -> str:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    if math.isnan(f):
-        return "-"
-    return f"{100 * f:.1f}" if percent else f"{f:.3g}"
-
-
-def summary_table(summary: Any, *, title: str = "") -> Any:
-    """A rich Table of the run summary (accuracies in %, one row per model)."""
-    from rich.table import Table
-
-    keys = ["activation"] + [k for k in ("model", "order", "seed") if k in summary.columns
-                             and summary[k].astype(str).nunique() > 1]
-    table = Table(title=title or None, title_justify="left")
-    for k in keys:
-        table.add_column(k)
-    cols = [(c, label, pct) for c, label, pct in _TABLE_COLUMNS if c in summary.columns
-            and summary[c].notna().any()]
-    for _c, label, pct in cols:
-        table.add_column(label + (" %" if pct else ""), justify="right")
-    best: dict[str, float] = {}
-    for c, _, _ in cols:
-        vals = summary[c].astype(float)
-        if c.startswith(("clean", "mca")):
-            best[c] = vals.max()
-        elif c.endswith("mce") or c.startswith("fluct") or c == "abs_unit_mean":
-            best[c] = vals.min()
-    for _, row in summary.iterrows():
-        cells = [escape(str(row[k])) for k in keys]
-        for c, _, pct in cols:
-            text = _fmt(row[c], pct)
-            if c in best and len(summary) > 1 and float(row[c]) == best[c]:
-                text = f"[bold]{text}[/]"
-            cells.append(text)
-        table.add_row(*cells)
+    by_activation = isinstance(baseline, str) and baseline.lower() != "alexnet"
+    table = compare_runs(outcome.path, reference=baseline if by_activation else None)
+    if baseline is not None and not by_activation:  # mCE against AlexNet / another run: summary.csv
+        table.columns = [c for c in table.columns if c.key not in ("mce", "rel_mce")]
+        label = "AlexNet (ImageNet-C)" if isinstance(baseline, str) else "the --baseline run"
+        table.notes.append(f"mCE against {label} is in summary.csv (the table's tests compare "
+                           f"with {table.reference})")  # fmt: skip
     return table
 
 
-def _json_summary(summary: Any) -> str:
-    records = []
-    for rec in summary.to_dict(orient="records"):
-        clean = {}
-        for k, v in rec.items():
-            if hasattr(v, "item"):
-                v = v.item()
-            if isinstance(v, float) and math.isnan(v):
-                v = None
-            clean[k] = v
-        records.append(clean)
-    return json.dumps(records, indent=2)
+def json_report(outcome: Any, table: Any) -> str:
+    """JSON of a run: per-model summary rows, group means/sds, tests, metric definitions, notes."""
+    from robustbench_act.definitions import definition, is_known
+
+    def clean(v: Any) -> Any:
+        v = v.item() if hasattr(v, "item") else v
+        return None if isinstance(v, float) and math.isnan(v) else v
+
+    rows = [{k: clean(v) for k, v in rec.items()} for rec in outcome.summary.to_dict(orient="records")]
+    keys = [c.key for c in table.columns]
+    groups = {g: {k: {"mean": clean(table.frame.at[g, k]), "std": clean(table.frame.at[g, f"{k}_std"]),
+                      "n": clean(table.frame.at[g, f"{k}_count"])} for k in keys if k in table.frame}
+              for g in table.groups}  # fmt: skip
+    tests = [{k: clean(v) for k, v in rec.items()} for rec in table.tests.to_dict(orient="records")]
+    defs = {k: definition(k).as_dict() for k in sorted({*keys, *(c for r in rows for c in r)}) if is_known(k)}
+    return json.dumps({"summary": rows, "comparison": {"reference": table.reference, "uncertainty": table.uncertainty,
+                       "groups": groups, "tests": tests, "notes": table.notes}, "definitions": defs}, indent=2)
 
 
 # ----------------------------------------------------------------------------- command
@@ -207,11 +166,13 @@ def run_command(
     download: bool = typer.Option(False, "--download", help="Let torchvision download CIFAR if missing."),
     corruptions: str = typer.Option("all", "--corruptions", help=_CORR_HELP),
     severities: str = typer.Option("1-5", "--severities", help="Severities: 1-5, 1,3,5 or one number."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the corruptions (and of training in the default run)."),
-    corruption_seed: int | None = typer.Option(
-        None, "--corruption-seed", show_default=False,
-        help="Seed of the corruptions when it should differ from --seed (e.g. several training "
-             "seeds of the default run evaluated on the same corrupted images)."),
+    seeds: str | None = typer.Option(
+        None, "--seeds", "--seed", show_default=False,
+        help="Training seeds of the default run: 0-2 (default), 0,2,7 or one number; every seed is "
+             "evaluated on the same corrupted images."),
+    corruption_seed: int = typer.Option(
+        0, "--corruption-seed",
+        help="Seed of the corruptions: fixed benchmark data, independent of the training seeds."),
     limit: int | None = typer.Option(None, "--limit", show_default=False, help="Evaluate the first N test images."),
     batch_size: int = typer.Option(512, "--batch-size", help="Evaluation batch size."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N, mps."),
@@ -242,7 +203,7 @@ def run_command(
     try:
         outcome = _run(checkpoint=checkpoint, model=model, activation=activation, activations=activations,
                        order=order, dataset=dataset, root=root, download=download, corruptions=corruptions,
-                       severities=severities, seed=seed, corruption_seed=corruption_seed,
+                       severities=severities, seeds=seeds, corruption_seed=corruption_seed,
                        limit=limit, batch_size=batch_size,
                        device=device, amp=amp, plugin=plugin, probes=probes, baseline=baseline,
                        preset=preset, workers=workers, resume=resume, out=out, prog=prog)
@@ -260,23 +221,27 @@ def run_command(
 
     if not dist.is_main_process():
         return
+    from robustbench_act.pipeline import _canonical_baseline
+
+    table = comparison_of(outcome, _canonical_baseline(_baseline(baseline)))
     if as_json:
-        print(_json_summary(outcome.summary))
+        print(json_report(outcome, table))
         return
     if quiet:
         return
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=max(console.width, 200))
-    title = f"{outcome.manifest.get('config', {}).get('dataset', '')}: accuracy (%) and probes"
-    console.print(summary_table(outcome.summary, title=title))
+    console.print(table.to_rich())
+    for line in table.notes:
+        console.print(f"note: {line}", markup=False)
     note = " (was already complete)" if outcome.status == "already complete" else ""
     console.print(f"results: {outcome.path}{note}", markup=False)
 
 
 def _run(*, checkpoint: list[Path] | None, model: str | None, activation: str | None,
          activations: str | None, order: str | None, dataset: str, root: Path | None, download: bool,
-         corruptions: str, severities: str, seed: int, corruption_seed: int | None,
+         corruptions: str, severities: str, seeds: str | None, corruption_seed: int,
          limit: int | None, batch_size: int,
          device: str, amp: str | None, plugin: list[Path] | None, probes: str, baseline: str | None,
          preset: str | None, workers: int, resume: bool, out: Path | None, prog: _Progress) -> Any:
@@ -292,6 +257,10 @@ def _run(*, checkpoint: list[Path] | None, model: str | None, activation: str | 
         raise UserError(f"--limit must be positive, got {limit}")
     if workers < 0:
         raise UserError(f"--workers must be >= 0, got {workers}")
+    from robustbench_act.parsing import MAX_SEED
+
+    if not 0 <= corruption_seed <= MAX_SEED:
+        raise UserError(f"--corruption-seed must be in 0..{MAX_SEED}, got {corruption_seed}")
     if amp is not None and amp not in ("bf16", "fp16", "none"):
         from robustbench_act.errors import unknown
 
@@ -318,15 +287,19 @@ def _run(*, checkpoint: list[Path] | None, model: str | None, activation: str | 
             raise UserError(f"no --checkpoint given: the built-in training covers --dataset digits only; "
                             f"train a model for {dataset} with `actbench train` and pass --checkpoint")
         return pipeline.run_default(
-            acts, out, seed, model=model or pipeline.DEFAULT_MODEL, order=order or "conventional",
+            acts, out, pipeline.parse_seeds(seeds if seeds is not None else list(pipeline.DEFAULT_SEEDS)),
+            model=model or pipeline.DEFAULT_MODEL, order=order or "conventional",
             dataset=dataset, corruptions=corrs, severities=sevs, probes=probes, batch_size=batch_size,
             device=dev, amp=amp, limit=limit, resume=resume, progress=prog, baseline=base,
             preset=preset, on_trained=prog.trained, corruption_seed=corruption_seed)
     if activations:
         raise UserError("--activations chooses the default run's activations; with --checkpoint use --activation")
+    if seeds is not None:
+        raise UserError("--seeds are the default run's training seeds; a checkpoint has its own "
+                        "(the corruptions follow --corruption-seed)")
     return _run_checkpoints(checkpoint, model=model, activation=activation, order=order, dataset=dataset,
                             root=root, download=download, corrs=corrs, sevs=sevs,
-                            seed=seed if corruption_seed is None else corruption_seed, limit=limit,
+                            seed=corruption_seed, limit=limit,
                             batch_size=batch_size, dev=dev, amp=amp, probes=probes, base=base,
                             preset=preset, workers=workers, resume=resume, out=out, prog=prog)
 
