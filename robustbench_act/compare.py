@@ -350,7 +350,7 @@ def compare_runs(paths_or_runs: Any, *, by: str | Sequence[str] = "activation", 
     order = sorted(set(labels), key=lambda g: (g != ref, g))
     frame = _aggregate(per_run, labels, order, by_keys)
     tests, mode = _tests(rs, per_run, columns, labels, _join_keys(idx, pair_keys), order, ref, uncertainty)
-    notes += _uncertainty_notes(mode, tests)
+    notes += _uncertainty_notes(mode, tests) if len(order) > 1 else []
     return ComparisonTable(frame=frame, columns=columns, tests=tests, by=by_keys, reference=ref,
                            runs=per_run.assign(group=labels), notes=notes, data=fp, uncertainty=mode)  # fmt: skip
 

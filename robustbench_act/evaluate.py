@@ -66,6 +66,11 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+def _input_module(spec: Any) -> nn.Module:
+    """A model's preprocessing: a module as given, or (mean, std) as :class:`Normalize`."""
+    return spec if isinstance(spec, nn.Module) else Normalize(*spec)
+
+
 @dataclass
 class EvalTables:
     """The four tidy tables of an evaluation (see :mod:`robustbench_act.results`)."""
@@ -267,7 +272,7 @@ def evaluate_tables(models: nn.Module | Mapping[Any, nn.Module], dataset: Any, *
                     skip_cells: Iterable[tuple[str, int]] = (), run: str = "",
                     info: Mapping[Any, Mapping[str, Any]] | None = None, preset: str | None = None,
                     clean: Any = None, num_workers: int = 0, keep_tables: bool = True,
-                    normalization: Mapping[Any, tuple[Sequence[float], Sequence[float]]] | None = None,
+                    normalization: Mapping[Any, Any] | None = None,
                     ) -> EvalTables:
     """Evaluate ``models`` (one module or key -> module) in one pass per corruption; four tables.
 
@@ -279,9 +284,10 @@ def evaluate_tables(models: nn.Module | Mapping[Any, nn.Module], dataset: Any, *
     order, seed, dataset). ``skip_cells`` are not computed (resume); ``on_cell_done`` gets
     each finished :class:`~robustbench_act.results.CellResult` on the main process;
     ``progress`` gets event dicts (``plan``, ``batch``, ``cell``). ``keep_tables=False``
-    returns empty tables (everything went to ``on_cell_done``). ``normalization[key]`` =
-    (mean, std) is the input normalisation a model was trained with (from its checkpoint);
-    models without an entry use the dataset's.
+    returns empty tables (everything went to ``on_cell_done``). ``normalization[key]`` is a
+    model's own input preprocessing: (mean, std), or a module such as
+    :class:`robustbench_act.preprocess.Preprocess` (resize, crop, normalise); models without
+    an entry are normalised with the dataset's constants.
     """
     import corruptions as _corruptions
 
@@ -318,7 +324,7 @@ def evaluate_tables(models: nn.Module | Mapping[Any, nn.Module], dataset: Any, *
     if mean is None or std is None:
         raise UserError(f"dataset {ds_name!r} has no mean/std for input normalisation")
     norm = Normalize(mean, std).to(dev)
-    norms = {k: Normalize(*normalization[k]).to(dev) if normalization and k in normalization else norm
+    norms = {k: _input_module(normalization[k]).to(dev) if normalization and k in normalization else norm
              for k in mods}
     if num_classes <= 0:
         raise UserError(f"dataset {ds_name!r} does not say how many classes it has")

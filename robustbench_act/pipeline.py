@@ -405,20 +405,26 @@ def load_models(checkpoints: Sequence[str | Path], *, device: torch.device, mode
         info[key] = row
         metas.append({**{k_: v for k_, v in meta.items() if k_ in (
             "model", "activation", "order", "seed", "num_classes", "classes", "dataset", "format", "source",
-            "mean", "std")},
+            "mean", "std", "input_size")},
             "path": str(ck)})
     return models, info, metas
 
 
-def checkpoint_normalization(models: Mapping[str, nn.Module], metas: Sequence[Mapping[str, Any]]
-                             ) -> dict[str, tuple[list[float], list[float]]]:
-    """(mean, std) recorded by each checkpoint (this project's format), keyed like ``models``."""
-    out: dict[str, tuple[list[float], list[float]]] = {}
-    for key, meta in zip(models, metas):
-        mean, std = meta.get("mean"), meta.get("std")
-        if mean is not None and std is not None:
-            out[key] = ([float(v) for v in mean], [float(v) for v in std])
-    return out
+def checkpoint_normalization(models: Mapping[str, nn.Module], metas: Sequence[Mapping[str, Any]],
+                             dataset: Any = None, *, mean: Sequence[float] | None = None,
+                             std: Sequence[float] | None = None, normalize: bool = True,
+                             ) -> dict[str, Any]:  # fmt: skip
+    """Each model's input preprocessing (:func:`preprocess.resolve_input_config`), keyed like
+    ``models``: a :class:`~robustbench_act.preprocess.InputConfig` per model."""
+    from robustbench_act.preprocess import resolve_input_config
+
+    return {key: resolve_input_config(net, meta, dataset, mean=mean, std=std, normalize=normalize)
+            for (key, net), meta in zip(models.items(), metas)}  # fmt: skip
+
+
+def preprocessing_modules(configs: Mapping[str, Any]) -> dict[str, nn.Module]:
+    """The modules of :func:`checkpoint_normalization`'s configs (for ``run_models``)."""
+    return {k: cfg.module() for k, cfg in configs.items()}
 
 
 def check_classes(meta: Mapping[str, Any], dataset: Any, path: str | Path) -> None:

@@ -46,7 +46,7 @@ _BASE = ("fluct_l1", "fluct_l2", "fluct_l1_elem", "fluct_l2_elem", "fluct_l1_rel
 FLUCT_STATS: tuple[str, ...] = _BASE + tuple(f"in_{s}" for s in _BASE)
 #: Per-sample statistics written to ``samples.parquet`` (layer-averaged).
 SAMPLE_FLUCT_STATS: tuple[str, ...] = (
-    "fluct_l1_elem", "fluct_l2_elem", "in_fluct_l1_elem", "in_fluct_l2_elem",
+    "fluct_l1_elem", "fluct_l2_elem", "in_fluct_l1_elem", "in_fluct_l2_elem", "fluct_l1_rel", "in_fluct_l1_rel",
 )
 #: Cell-level probe metric names in ``metrics.parquet`` (corrupted cells).
 FLUCT_METRICS: tuple[str, ...] = tuple(f"{s}_{m}" for s in FLUCT_STATS for m in ("mean", "std"))

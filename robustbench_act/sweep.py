@@ -186,7 +186,7 @@ def run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict[
 
     from robustbench_act.checkpoint import is_checkpoint, load_checkpoint
     from robustbench_act.data import load_dataset
-    from robustbench_act.pipeline import checkpoint_normalization, run_models
+    from robustbench_act.pipeline import run_models
     from robustbench_act.train import make_config, train_model
 
     if opts.threads:
@@ -231,7 +231,7 @@ def run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict[
                          corruptions=opts.corruptions, severities=opts.severities, probes=opts.probes,
                          seed=opts.corruption_seed, batch_size=opts.eval_batch_size,
                          device=_device(opts.device), amp=opts.amp, resume=True, preset=opts.preset,
-                         normalization=checkpoint_normalization({cell.name: net}, [meta]))  # fmt: skip
+                         normalization=_preprocessing(cell.name, net, meta, test, config))  # fmt: skip
     row.update(status="done", action=" + ".join(actions), seconds=time.perf_counter() - t0)
     if full_clean is not None:
         row["clean_acc_full"] = full_clean
@@ -243,6 +243,15 @@ def run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict[
     return row
 
 
+def _preprocessing(name: str, net: Any, meta: dict[str, Any], test: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """The cell model's input preprocessing (recorded in ``config``) as run_models' normalization."""
+    from robustbench_act.pipeline import checkpoint_normalization
+
+    cfg = checkpoint_normalization({name: net}, [meta], test)
+    config["preprocessing"] = {k: c.as_dict() for k, c in cfg.items()}
+    return {k: c.module() for k, c in cfg.items()}
+
+
 def _eval_limit(opts: SweepOptions) -> int | None:
     limits = [v for v in (opts.limit, opts.eval_limit) if v is not None]
     return min(limits) if limits else None
@@ -252,7 +261,7 @@ def _full_clean(cell: Cell, opts: SweepOptions, net: Any, info: dict[str, Any], 
                 config: dict[str, Any], size: Any) -> float | None:  # fmt: skip
     """Clean accuracy of the cell on the whole test set (``limit`` aside), into ``clean/``."""
     from robustbench_act.data import load_dataset
-    from robustbench_act.pipeline import checkpoint_normalization, run_models
+    from robustbench_act.pipeline import run_models
 
     test = load_dataset(opts.dataset, split="test", root=opts.root, download=opts.download,
                         limit=opts.limit, image_size=int(size) if size else None)  # fmt: skip
@@ -262,7 +271,7 @@ def _full_clean(cell: Cell, opts: SweepOptions, net: Any, info: dict[str, Any], 
                          config=cfg, corruptions=[], severities=list(opts.severities), probes="none",
                          seed=opts.corruption_seed, batch_size=opts.eval_batch_size,
                          device=_device(opts.device), amp=opts.amp, resume=True,
-                         normalization=checkpoint_normalization({cell.name: net}, [meta]))  # fmt: skip
+                         normalization=_preprocessing(cell.name, net, meta, test, config))  # fmt: skip
     m = outcome.metrics
     acc = m[(m.corruption == "clean") & (m.metric == "top1")] if len(m) else m
     return float(acc.value.iloc[0]) if len(acc) else None

@@ -114,11 +114,14 @@ def test_probe_levels_and_tables() -> None:
     assert set(t.units.stat) >= {"mean", "sat_pos", "sat_neg", "asym_sat", "skew"}
     s = t.samples
     assert set(s.stat) == {"correct", "nll", "fluct_l1_elem", "fluct_l2_elem", "in_fluct_l1_elem",
-                           "in_fluct_l2_elem"} and sorted(set(s["sample"])) == list(range(10))
-    # the per-sample layer averages agree with the cell metric
-    fl = s[(s.corruption == "gaussian_noise") & (s.stat == "fluct_l1_elem") & (s.activation == "relu")]
-    cell = corr[(corr.metric == "fluct_l1_elem_mean") & (corr.activation == "relu")]["value"].item()
-    assert fl["value"].mean() == pytest.approx(cell, rel=1e-5)
+                           "in_fluct_l2_elem", "fluct_l1_rel", "in_fluct_l1_rel"}
+    assert sorted(set(s["sample"])) == list(range(10))
+    # the per-sample layer averages agree with the cell metric (the relative one too: the image
+    # bootstrap of compare resamples these)
+    for stat in ("fluct_l1_elem", "fluct_l1_rel"):
+        fl = s[(s.corruption == "gaussian_noise") & (s.stat == stat) & (s.activation == "relu")]
+        cell = corr[(corr.metric == f"{stat}_mean") & (corr.activation == "relu")]["value"].item()
+        assert fl["value"].mean() == pytest.approx(cell, rel=1e-5)
     fluct = evaluate(models, ds, corruptions=["gaussian_noise"], severities=[1], probes="fluctuation")
     assert "abs_unit_mean" not in set(fluct.metric) and "fluct_l1_mean" in set(fluct.metric)
     none = evaluate(models, ds, corruptions=["gaussian_noise"], severities=[1], probes="none")

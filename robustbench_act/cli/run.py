@@ -180,6 +180,12 @@ def run_command(
     plugin: list[Path] | None = typer.Option(None, "--plugin", show_default=False,
                                              help="Python file registering extra corruptions (repeatable)."),
     probes: str = typer.Option("all", "--probes", help="Activation probes: none, fluctuation, all."),
+    mean: str | None = typer.Option(None, "--mean", show_default=False,
+                                    help="Input mean per channel (e.g. 0.5,0.5,0.5) for weights trained elsewhere "
+                                         "[default: the checkpoint's, else the model's pretrained_cfg, else the dataset's]."),
+    std: str | None = typer.Option(None, "--std", show_default=False, help="Input std per channel (with --mean)."),
+    normalize: bool = typer.Option(True, "--normalize/--no-normalize",
+                                   help="--no-normalize: the model takes [0, 1] input (RobustBench models)."),
     baseline: str | None = typer.Option(None, "--baseline", show_default=False,
                                         help="Baseline for CE / relative mCE: an activation of this run, a run folder, or alexnet (ImageNet-C)."),
     preset: str | None = typer.Option(None, "--preset", show_default=False,
@@ -206,7 +212,8 @@ def run_command(
                        severities=severities, seeds=seeds, corruption_seed=corruption_seed,
                        limit=limit, batch_size=batch_size,
                        device=device, amp=amp, plugin=plugin, probes=probes, baseline=baseline,
-                       preset=preset, workers=workers, resume=resume, out=out, prog=prog)
+                       preset=preset, workers=workers, resume=resume, out=out, prog=prog,
+                       pre={"mean": mean, "std": std, "normalize": normalize})
     except _user_errors() as exc:
         prog.stop()
         raise _fail(str(exc)) from None
@@ -244,9 +251,11 @@ def _run(*, checkpoint: list[Path] | None, model: str | None, activation: str | 
          corruptions: str, severities: str, seeds: str | None, corruption_seed: int,
          limit: int | None, batch_size: int,
          device: str, amp: str | None, plugin: list[Path] | None, probes: str, baseline: str | None,
-         preset: str | None, workers: int, resume: bool, out: Path | None, prog: _Progress) -> Any:
+         preset: str | None, workers: int, resume: bool, out: Path | None, prog: _Progress,
+         pre: dict[str, Any]) -> Any:
     import corruptions as corr_pkg
     from robustbench_act import pipeline
+    from robustbench_act.preprocess import parse_floats
     from robustbench_act.probes import require_level
 
     for p in plugin or []:
@@ -276,7 +285,12 @@ def _run(*, checkpoint: list[Path] | None, model: str | None, activation: str | 
     dev = pipeline.resolve_device(device)
     base = _baseline(baseline)
 
+    pre = {"mean": parse_floats(pre["mean"], "--mean"), "std": parse_floats(pre["std"], "--std"),
+           "normalize": pre["normalize"]}
     if not checkpoint:
+        if pre["mean"] or pre["std"] or not pre["normalize"]:
+            raise UserError("--mean/--std/--no-normalize describe checkpoints trained elsewhere; "
+                            "the default run trains its own models")
         if activations and activation:
             raise UserError("give --activations (several) or --activation (one), not both")
         acts = pipeline.parse_list(activations or activation) or list(pipeline.DEFAULT_ACTIVATIONS)
@@ -301,7 +315,7 @@ def _run(*, checkpoint: list[Path] | None, model: str | None, activation: str | 
                             root=root, download=download, corrs=corrs, sevs=sevs,
                             seed=corruption_seed, limit=limit,
                             batch_size=batch_size, dev=dev, amp=amp, probes=probes, base=base,
-                            preset=preset, workers=workers, resume=resume, out=out, prog=prog)
+                            preset=preset, workers=workers, resume=resume, out=out, prog=prog, pre=pre)
 
 
 def _baseline(baseline: str | None) -> Any:
@@ -321,7 +335,8 @@ def _run_checkpoints(checkpoints: list[Path], *, model: str | None, activation: 
                      order: str | None, dataset: str, root: Path | None, download: bool,
                      corrs: list[str], sevs: list[int], seed: int, limit: int | None, batch_size: int,
                      dev: Any, amp: str | None, probes: str, base: Any, preset: str | None,
-                     workers: int, resume: bool, out: Path | None, prog: _Progress) -> Any:
+                     workers: int, resume: bool, out: Path | None, prog: _Progress,
+                     pre: dict[str, Any]) -> Any:
     from robustbench_act import distributed as dist
     from robustbench_act import pipeline
     from robustbench_act.data import load_dataset
@@ -352,12 +367,14 @@ def _run_checkpoints(checkpoints: list[Path], *, model: str | None, activation: 
     for key, net in models.items():
         _check_channels(net, meta_ds, checkpoints[int(key.split(":")[0])])
     pipeline.check_baseline(base, [info[k]["activation"] for k in models])
-    normalization = pipeline.checkpoint_normalization(models, metas)
-    for key, (mean, std) in normalization.items():
-        ds_norm = (list(getattr(meta_ds, "mean", ()) or ()), list(getattr(meta_ds, "std", ()) or ()))
-        if ds_norm[0] and any(abs(a - b) > 1e-6 for a, b in zip(mean + std, ds_norm[0] + ds_norm[1])):
-            prog.line(f"note: {info[key]['activation']} uses the input normalisation it was trained "
-                      f"with (mean {mean}, std {std}), not {meta_ds.name}'s")
+    inputs = pipeline.checkpoint_normalization(models, metas, meta_ds, mean=pre.get("mean"), std=pre.get("std"),
+                                               normalize=pre.get("normalize", True))  # fmt: skip
+    for key, cfg in inputs.items():
+        if cfg.source != "dataset" or cfg.input_size not in (None, tuple(getattr(meta_ds, "image_size", ()) or ())):
+            size = f", resized to {cfg.input_size[0]}x{cfg.input_size[1]} ({cfg.interpolation}, crop {cfg.crop_pct:g})" \
+                if cfg.input_size else ""
+            prog.line(f"note: {info[key]['activation']} input: mean/std from the {cfg.source} "
+                      f"({list(cfg.mean)}, {list(cfg.std)}){size}")
     n_images = len(meta_ds)
     config = {
         "mode": "checkpoint", "dataset": dataset, "dataset_name": str(meta_ds.name),
@@ -366,14 +383,15 @@ def _run_checkpoints(checkpoints: list[Path], *, model: str | None, activation: 
         "batch_size": batch_size, "probes": probes, "amp": amp,
         "activations": [info[k]["activation"] for k in models], "world_size": dist.world_size(),
         "clean": not family or clean is not None,
-        "models": [dict(info[k]) for k in models], "checkpoint_meta": metas,
+        "models": [dict(info[k]) for k in models], "checkpoint_meta": metas, "num_classes": meta_ds.num_classes,
+        "preprocessing": {k: c.as_dict() for k, c in inputs.items()},
     }  # fmt: skip
     out_path = Path(out) if out is not None else Path(pipeline._agree(str(pipeline.default_out(dataset))))
     return pipeline.run_models(models, info, ds, out=out_path, config=config, corruptions=corrs,
                                severities=sevs, probes=probes, seed=seed, batch_size=batch_size,
                                device=dev, amp=amp, resume=resume, preset=preset, clean=clean,
                                progress=prog, baseline=base, num_workers=workers,
-                               normalization=normalization)
+                               normalization=pipeline.preprocessing_modules(inputs))
 
 
 def _clean_counterpart(spec: str, root: Path | None, limit: int | None) -> Any:

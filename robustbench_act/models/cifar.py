@@ -21,6 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 ActFactory = Callable[[], nn.Module]
+#: What the CIFAR nets declare about their input (read by robustbench_act.preprocess): 32 px,
+#: no crop; mean/std come from the data they are trained on (recorded in checkpoints).
+CIFAR_INPUT = {"input_size": (3, 32, 32), "interpolation": "bilinear", "crop_pct": 1.0}
 
 
 def _relu() -> nn.Module:
@@ -118,6 +121,7 @@ class CifarResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_planes, num_classes)
         self.num_features = in_planes
+        self.input_cfg = {**CIFAR_INPUT, "input_size": (in_chans, 32, 32)}
         _init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -199,6 +203,7 @@ class WideResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_planes, num_classes)
         self.num_features = in_planes
+        self.input_cfg = {**CIFAR_INPUT, "input_size": (in_chans, 32, 32)}
         _init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
