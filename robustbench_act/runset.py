@@ -90,8 +90,16 @@ def find_run_folders(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path
         if not runs:
             raise UserError(f"no results under {p} (no run folder with manifest.json found in it or below it)")
         for d in runs:
+            if _whole_set_clean(d, read_manifest):
+                continue  # a sweep cell's clean/ beside its eval/: name it to compare it
             (found if is_complete(d) else skipped)[d.resolve()] = None
     return list(found), [d for d in skipped if d not in found]
+
+
+def _whole_set_clean(folder: Path, read_manifest: Any) -> bool:
+    """A sweep cell's whole-test-set clean evaluation (``--eval-limit``), found by searching."""
+    cfg = (read_manifest(folder) or {}).get("config") or {}
+    return isinstance(cfg, dict) and cfg.get("mode") == "sweep-cell-clean"
 
 
 def load_runs(paths: Iterable[str | Path], *, samples: bool = True) -> RunSet:

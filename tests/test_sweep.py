@@ -153,3 +153,15 @@ def test_activation_with_its_own_order() -> None:
         ("relu", "conventional"), ("tanh", "conventional"), ("tanh", "swapped")]
     with pytest.raises(UserError, match="order"):
         plan_cells(["resnet20"], ["tanh@sideways"], ["conventional"], [0])
+
+
+def test_compare_of_an_eval_limited_sweep_reads_eval_and_names_clean_only_on_request(tmp_path: Path) -> None:
+    from robustbench_act.compare import compare_runs
+
+    out = tmp_path / "cmp"
+    cells = plan_cells(["cnn_small"], ["relu", "tanh"], ["conventional"], [0])
+    run_sweep(cells, _opts(out, eval_limit=40), progress=False, echo=lambda s: None)
+    t = compare_runs(out)  # only the eval/ runs: same images, so no mismatch
+    assert set(t.data["n_images"]) == {40}
+    full = compare_runs([out / c.name / "clean" for c in cells])
+    assert set(full.data["n_images"]) == {96}
