@@ -289,20 +289,88 @@ def evaluate_tables(models: nn.Module | Mapping[Any, nn.Module], dataset: Any, *
     :class:`robustbench_act.preprocess.Preprocess` (resize, crop, normalise); models without
     an entry are normalised with the dataset's constants.
     """
-    import corruptions as _corruptions
-
     check_level(probes)
-    mods = _as_models(models)
-    sev = [int(s) for s in severities]
-    for s in sev:
-        if s < 1 or s > 5:
-            raise UserError(f"severity must be 1..5, got {s}")
-    corrs = list(corruptions)
-    skip = {(str(c), int(s)) for c, s in skip_cells}
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     if num_workers < 0:
         raise UserError(f"--workers must be >= 0, got {num_workers}")
+    st = _setup(models, dataset, clean, list(corruptions), [int(v) for v in severities], probes=probes,
+                device=device, amp=amp, info=info, run=run, seed=seed, normalization=normalization)  # fmt: skip
+    skip = {(str(c), int(v)) for c, v in skip_cells}
+    passes = _plan(st.corruptions, st.severities, skip, st.clean_ds is not None)
+    cells_total = sum(len(v) + (1 if c else 0) for _, v, c in passes)
+    out: dict[str, list[pd.DataFrame]] = {t: [] for t in ("metrics", "layers", "samples", "units")}
+    emit = _Emitter(st, cells_total, out if keep_tables else None, on_cell_done, progress)
+    if progress:
+        progress({"event": "plan", "cells": cells_total, "passes": len(passes), "rank": st.rank,
+                  "world": st.world})  # fmt: skip
+    loop = _Loop(batch_size=batch_size, num_workers=num_workers, limit=limit, seed=seed,
+                 indices_offset=indices_offset, preset=preset, progress=progress)  # fmt: skip
+    try:
+        with torch.inference_mode():
+            for corr, sevs, rec_clean in passes:
+                emit.cells(_run_pass(st, loop, corr, sevs, rec_clean), corr)
+    finally:
+        for pr in st.probe.values():
+            pr.detach()
+    tables = {t: (conform(pd.concat(f, ignore_index=True), t) if f else empty_frame(t))
+              for t, f in out.items()}  # fmt: skip
+    return EvalTables(**tables)
+
+
+@dataclass
+class _Setup:
+    """Everything resolved once for an evaluation: models, inputs, dataset facts, probes."""
+
+    mods: dict[Any, nn.Module]
+    norms: dict[Any, nn.Module]
+    dev: torch.device
+    amp: str | None
+    dataset: Any
+    clean_ds: Any
+    family: bool
+    ds_name: str
+    num_classes: int
+    rows: dict[Any, dict[str, Any]]
+    probes: str
+    level: str
+    probe: dict[Any, ModelProbe]
+    corruptions: list[str]
+    severities: list[int]
+    rank: int
+    world: int
+
+
+@dataclass(frozen=True)
+class _Loop:
+    """Per-pass loop settings."""
+
+    batch_size: int
+    num_workers: int
+    limit: int | None
+    seed: int
+    indices_offset: int
+    preset: str | None
+    progress: Callable[[dict[str, Any]], None] | None
+
+
+@dataclass
+class _Pass:
+    """What one pass over the data accumulated (before the cross-process reduction)."""
+
+    cell_keys: list[tuple[str, int]]
+    rec_clean: bool
+    sums: dict[tuple[Any, tuple[str, int]], ClassificationSums]
+    samples: dict[tuple[Any, tuple[str, int]], list[torch.Tensor]]
+    positions: list[torch.Tensor]
+
+
+def _setup(models: Any, dataset: Any, clean: Any, corrs: list[str], sev: list[int], *, probes: str,
+           device: Any, amp: str | None, info: Any, run: str, seed: int, normalization: Any) -> _Setup:  # fmt: skip
+    mods = _as_models(models)
+    for v in sev:
+        if v < 1 or v > 5:
+            raise UserError(f"severity must be 1..5, got {v}")
     first = next(iter(mods.values()))
     if device is None:
         p = next(first.parameters(), None)
@@ -314,8 +382,7 @@ def evaluate_tables(models: nn.Module | Mapping[Any, nn.Module], dataset: Any, *
     meta_ds = clean_ds if clean_ds is not None else dataset
     ds_name = str(_dataset_attr(meta_ds, "name", None) or _dataset_attr(dataset, "name", "dataset"))
     num_classes = int(_dataset_attr(meta_ds, "num_classes", 0) or 0)
-    mean = _dataset_attr(meta_ds, "mean", None)
-    std = _dataset_attr(meta_ds, "std", None)
+    mean, std = _dataset_attr(meta_ds, "mean", None), _dataset_attr(meta_ds, "std", None)
     if family and clean_ds is None:
         ref = dataset.get(corrs[0], sev[0]) if corrs and sev else None
         if ref is not None:
@@ -325,123 +392,130 @@ def evaluate_tables(models: nn.Module | Mapping[Any, nn.Module], dataset: Any, *
         raise UserError(f"dataset {ds_name!r} has no mean/std for input normalisation")
     norm = Normalize(mean, std).to(dev)
     norms = {k: _input_module(normalization[k]).to(dev) if normalization and k in normalization else norm
-             for k in mods}
+             for k in mods}  # fmt: skip
     if num_classes <= 0:
         raise UserError(f"dataset {ds_name!r} does not say how many classes it has")
     rows = {k: _model_info(k, m, info, run, seed, ds_name) for k, m in mods.items()}
     idents = [tuple(r[c] for c in KEYS) for r in rows.values()]
     if len(set(idents)) != len(idents):
         raise UserError("two models have the same (run, model, activation, order, seed, dataset); "
-                        "give them distinct info")
+                        "give them distinct info")  # fmt: skip
     for m in mods.values():
         m.to(dev).eval()
     rank, world = _dist_info()
-    main = rank == 0
+    level = probes if (clean_ds is not None or not family) else "none"
+    return _Setup(mods=mods, norms=norms, dev=dev, amp=amp, dataset=dataset, clean_ds=clean_ds, family=family,
+                  ds_name=ds_name, num_classes=num_classes, rows=rows, probes=probes, level=level,
+                  probe={k: ModelProbe(m, level) for k, m in mods.items()}, corruptions=corrs, severities=sev,
+                  rank=rank, world=world)  # fmt: skip
 
-    do_clean = clean_ds is not None
-    passes = _plan(corrs, sev, skip, do_clean)
-    level = probes if (do_clean or not family) else "none"
-    probe = {k: ModelProbe(m, level) for k, m in mods.items()}
-    cells_total = sum(len(s) + (1 if c else 0) for _, s, c in passes)
-    out: dict[str, list[pd.DataFrame]] = {t: [] for t in ("metrics", "layers", "samples", "units")}
-    done = 0
-    if progress:
-        progress({"event": "plan", "cells": cells_total, "passes": len(passes), "rank": rank,
-                  "world": world})
-    try:
-        with torch.inference_mode():
-            for corr, sevs, rec_clean in passes:
-                cell_keys = ([CLEAN] if rec_clean else []) + [(corr, s) for s in sevs]
-                data_sources = _sources(dataset, clean_ds, corr, sevs, family, limit)
-                n = len(data_sources[0][1]) if data_sources else 0
-                if n == 0:
-                    raise UserError(f"dataset {ds_name!r} has no samples to evaluate")
-                for _, src in data_sources[1:]:
-                    if len(src) < n:
-                        raise UserError(f"{ds_name}: {corr} has {len(src)} samples, the clean set {n}")
-                if world > n:
-                    raise UserError(f"{n} samples cannot be split over {world} processes")
-                start, stop = shard_range(n, rank, world)
-                sums = {(k, c): ClassificationSums(num_classes, device=dev) for k in mods for c in cell_keys}
-                sample_buf: dict[tuple[Any, tuple[str, int]], list[torch.Tensor]] = {
-                    (k, c): [] for k in mods for c in cell_keys}
-                pos_buf: list[torch.Tensor] = []
-                iters = [(name, _batches(src, start, stop, batch_size, num_workers)) for name, src in data_sources]
-                n_batches = math.ceil((stop - start) / batch_size)
-                need_clean_fwd = rec_clean or (probes != "none" and level != "none")
-                for b_i, batches in enumerate(zip(*[it for _, it in iters])):
-                    x, y, pos = batches[0]
-                    x = x.to(dev, non_blocking=True)
-                    y = y.to(dev, non_blocking=True)
-                    gidx = pos + int(indices_offset)
-                    pos_buf.append(gidx)
-                    if need_clean_fwd and clean_ds is not None:
-                        for k, m in mods.items():
-                            pr = probe[k]
-                            pr.begin("clean", record_units=rec_clean and probes == "all")
-                            with _autocast(dev, amp):
-                                logits = m(norms[k](x))
-                            pr.end()
-                            if rec_clean:
-                                correct, nll = sums[(k, CLEAN)].update(logits, y)
-                                sample_buf[(k, CLEAN)].append(torch.stack([correct, nll]).float())
-                    for j, s in enumerate(sevs):
-                        if family:
-                            xc = batches[j + (1 if clean_ds is not None else 0)][0].to(dev)
-                        else:
-                            xc = _corruptions.apply(x, corr, s, seed=seed, indices=gidx, preset=preset)
-                        for k, m in mods.items():
-                            pr = probe[k]
-                            pr.begin("corrupt", cell=(corr, s))
-                            with _autocast(dev, amp):
-                                logits = m(norms[k](xc))
-                            avg = pr.end()
-                            correct, nll = sums[(k, (corr, s))].update(logits, y)
-                            parts = [correct, nll]
-                            if avg is not None:
-                                parts += [avg[i].float() for i in SAMPLE_IDX]
-                            sample_buf[(k, (corr, s))].append(torch.stack([p.float() for p in parts]))
-                    for pr in probe.values():
-                        pr.release_clean()
-                    if progress:
-                        progress({"event": "batch", "corruption": corr or "clean", "batch": b_i + 1,
-                                  "batches": n_batches})
-                # ---- reduce across processes
-                state: list[torch.Tensor] = [sums[key].data for key in sums]
-                for k in mods:
-                    state += probe[k].state_tensors([c for c in cell_keys if c != CLEAN],
-                                                    units=rec_clean)
-                _all_reduce_sum(state)
-                pos_all = torch.cat(pos_buf) if pos_buf else torch.zeros(0, dtype=torch.int64)
-                local = {key: (torch.cat(v, dim=1).cpu().numpy() if v else np.zeros((2, 0), np.float32))
-                         for key, v in sample_buf.items()}
-                gathered = _all_gather((pos_all.numpy(), local))
-                if main:
-                    positions = np.concatenate([g[0] for g in gathered])
-                    for c in cell_keys:
-                        cell = _cell_frames(c, mods, rows, sums, probe, gathered, positions, probes)
-                        if keep_tables:
-                            for t in out:
-                                frame = getattr(cell, t)
-                                if frame is not None and len(frame):
-                                    out[t].append(frame)
-                        done += 1
-                        if on_cell_done is not None:
-                            on_cell_done(cell)
-                        if progress:
-                            progress({"event": "cell", "corruption": c[0], "severity": c[1],
-                                      "done": done, "total": cells_total})
-                if progress and main:
-                    progress({"event": "pass", "corruption": corr or "clean", "done": done,
-                              "total": cells_total})
-                for pr in probe.values():
-                    pr.reset_cells([c for c in cell_keys if c != CLEAN])
-    finally:
-        for pr in probe.values():
-            pr.detach()
-    tables = {t: (conform(pd.concat(f, ignore_index=True), t) if f else empty_frame(t))
-              for t, f in out.items()}
-    return EvalTables(**tables)
+
+def _run_pass(st: _Setup, loop: _Loop, corr: str | None, sevs: list[int], rec_clean: bool) -> _Pass:
+    """One pass over the data: the clean forward per batch, then each severity's corrupted batch."""
+    cell_keys = ([CLEAN] if rec_clean else []) + [(corr, v) for v in sevs]
+    sources = _sources(st.dataset, st.clean_ds, corr, sevs, st.family, loop.limit)
+    n = len(sources[0][1]) if sources else 0
+    if n == 0:
+        raise UserError(f"dataset {st.ds_name!r} has no samples to evaluate")
+    for _, src in sources[1:]:
+        if len(src) < n:
+            raise UserError(f"{st.ds_name}: {corr} has {len(src)} samples, the clean set {n}")
+    if st.world > n:
+        raise UserError(f"{n} samples cannot be split over {st.world} processes")
+    start, stop = shard_range(n, st.rank, st.world)
+    acc = _Pass(cell_keys, rec_clean,
+                sums={(k, c): ClassificationSums(st.num_classes, device=st.dev) for k in st.mods for c in cell_keys},
+                samples={(k, c): [] for k in st.mods for c in cell_keys}, positions=[])  # fmt: skip
+    iters = [_batches(src, start, stop, loop.batch_size, loop.num_workers) for _, src in sources]
+    n_batches = math.ceil((stop - start) / loop.batch_size)
+    need_clean_fwd = rec_clean or (st.probes != "none" and st.level != "none")
+    for b_i, batches in enumerate(zip(*iters)):
+        _batch_step(st, loop, acc, corr, sevs, batches, need_clean_fwd)
+        if loop.progress:
+            loop.progress({"event": "batch", "corruption": corr or "clean", "batch": b_i + 1, "batches": n_batches})
+    return acc
+
+
+def _batch_step(st: _Setup, loop: _Loop, acc: _Pass, corr: str | None, sevs: list[int], batches: Any,
+                need_clean_fwd: bool) -> None:  # fmt: skip
+    """One batch: clean forward (probe reference, clean cell), then every severity's corrupted batch."""
+    import corruptions as _corruptions
+
+    x, y, pos = batches[0]
+    x = x.to(st.dev, non_blocking=True)
+    y = y.to(st.dev, non_blocking=True)
+    gidx = pos + int(loop.indices_offset)
+    acc.positions.append(gidx)
+    if need_clean_fwd and st.clean_ds is not None:
+        for k, m in st.mods.items():
+            pr = st.probe[k]
+            pr.begin("clean", record_units=acc.rec_clean and st.probes == "all")
+            with _autocast(st.dev, st.amp):
+                logits = m(st.norms[k](x))
+            pr.end()
+            if acc.rec_clean:
+                correct, nll = acc.sums[(k, CLEAN)].update(logits, y)
+                acc.samples[(k, CLEAN)].append(torch.stack([correct, nll]).float())
+    for j, sv in enumerate(sevs):
+        if st.family:
+            xc = batches[j + (1 if st.clean_ds is not None else 0)][0].to(st.dev)
+        else:
+            xc = _corruptions.apply(x, corr, sv, seed=loop.seed, indices=gidx, preset=loop.preset)
+        for k, m in st.mods.items():
+            pr = st.probe[k]
+            pr.begin("corrupt", cell=(corr, sv))
+            with _autocast(st.dev, st.amp):
+                logits = m(st.norms[k](xc))
+            avg = pr.end()
+            correct, nll = acc.sums[(k, (corr, sv))].update(logits, y)
+            parts = [correct, nll] + ([avg[i].float() for i in SAMPLE_IDX] if avg is not None else [])
+            acc.samples[(k, (corr, sv))].append(torch.stack([p.float() for p in parts]))
+    for pr in st.probe.values():
+        pr.release_clean()
+
+
+class _Emitter:
+    """Reduces a pass across processes and hands its finished cells on (tables, callback, progress)."""
+
+    def __init__(self, st: _Setup, total: int, out: dict[str, list[pd.DataFrame]] | None,
+                 on_cell_done: Callable[[CellResult], None] | None,
+                 progress: Callable[[dict[str, Any]], None] | None) -> None:  # fmt: skip
+        self.st, self.total, self.out, self.on_cell_done, self.progress = st, total, out, on_cell_done, progress
+        self.done = 0
+
+    def cells(self, acc: _Pass, corr: str | None) -> None:
+        """Reduce, gather and emit every cell of one pass."""
+        st = self.st
+        state: list[torch.Tensor] = [acc.sums[key].data for key in acc.sums]
+        for k in st.mods:
+            state += st.probe[k].state_tensors([c for c in acc.cell_keys if c != CLEAN], units=acc.rec_clean)
+        _all_reduce_sum(state)
+        pos_all = torch.cat(acc.positions) if acc.positions else torch.zeros(0, dtype=torch.int64)
+        local = {key: (torch.cat(v, dim=1).cpu().numpy() if v else np.zeros((2, 0), np.float32))
+                 for key, v in acc.samples.items()}  # fmt: skip
+        gathered = _all_gather((pos_all.numpy(), local))
+        if st.rank == 0:
+            positions = np.concatenate([g[0] for g in gathered])
+            for c in acc.cell_keys:
+                self._one(_cell_frames(c, st.mods, st.rows, acc.sums, st.probe, gathered, positions, st.probes), c)
+            if self.progress:
+                self.progress({"event": "pass", "corruption": corr or "clean", "done": self.done,
+                               "total": self.total})  # fmt: skip
+        for pr in st.probe.values():
+            pr.reset_cells([c for c in acc.cell_keys if c != CLEAN])
+
+    def _one(self, cell: CellResult, key: tuple[str, int]) -> None:
+        if self.out is not None:
+            for t in self.out:
+                frame = getattr(cell, t)
+                if frame is not None and len(frame):
+                    self.out[t].append(frame)
+        self.done += 1
+        if self.on_cell_done is not None:
+            self.on_cell_done(cell)
+        if self.progress:
+            self.progress({"event": "cell", "corruption": key[0], "severity": key[1], "done": self.done,
+                           "total": self.total})  # fmt: skip
 
 
 def _sources(dataset: Any, clean_ds: Any, corr: str | None, sevs: list[int], family: bool,
