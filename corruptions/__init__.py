@@ -8,7 +8,7 @@ Public API::
     @corruptions.register(name, group=..., presets=...)   # add your own
     corruptions.load_plugin("my_corruption.py")
 
-Depends on torch (and torchvision for the JPEG codec) only.
+Depends on torch and Pillow (image files and the JPEG codec) only.
 """
 
 from corruptions.registry import (

@@ -205,7 +205,7 @@ def _frost_scale(h: int, w: int) -> float:
 
 def _load_frost_photos(folder: Path, h: int, w: int, device: torch.device) -> list[torch.Tensor]:
     """The folder's photographs as float RGB (3, h', w') rescaled like the reference, cached."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    from corruptions.imageio import read_image
 
     key = ("photos", str(folder.resolve()), h, w, str(device))
     cached = _frost_cache.get(key)
@@ -215,9 +215,9 @@ def _load_frost_photos(folder: Path, h: int, w: int, device: torch.device) -> li
     photos = []
     for f in _frost_files(folder):
         try:
-            img = decode_image(read_file(str(f)), mode=ImageReadMode.RGB)
-        except Exception as exc:  # corrupt file: one line naming it
-            raise CorruptionError(f"cannot read frost image {f}: {exc}") from exc
+            img = read_image(f, 3)
+        except CorruptionError as exc:  # corrupt file: one line naming it
+            raise CorruptionError(f"frost image: {exc}") from exc
         t = img.to(device=device, dtype=torch.float32).unsqueeze(0) / 255.0
         ph, pw = t.shape[-2:]
         nh, nw = int(round(ph * fx)), int(round(pw * fx))

@@ -14,9 +14,8 @@ Specs understood by :func:`load_dataset`:
   ``$ACTBENCH_DATA`` or ``./data``); downloaded only with ``download=True``.
 - ``imagefolder:PATH``: ``PATH/test`` (or ``PATH/val``) for the test split, ``PATH/train``
   for the train split, or ``PATH`` itself when it holds class folders.  Small images
-  (<= 64 px) are decoded once into one in-memory uint8 tensor (JPEGs in batches with
-  ``torchvision.io.decode_jpeg``) and optionally cached on disk; larger images are decoded
-  per item and resized (shorter side to ``image_size / 0.875``, centre crop ``image_size``,
+  (<= 64 px) are decoded once (Pillow) into one in-memory uint8 tensor and optionally
+  cached on disk; larger images are decoded per item and resized (shorter side to ``image_size / 0.875``, centre crop ``image_size``,
   default 224).  Samples are ordered round-robin over classes so that ``limit`` stays
   class-balanced.  Normalisation constants: CIFAR-10's for 10-class 32x32 trees, else
   ImageNet's (fixed, so train and test splits agree).
@@ -30,7 +29,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -280,26 +278,11 @@ def _resize_batch(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=1)
 def _digits_raw() -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's bundled digits (1797 x 8x8, 0..16) read from its CSV without importing sklearn."""
-    import importlib.util
+    """scikit-learn's bundled digits (1797 x 8x8, values 0..16) through its public loader."""
+    from sklearn.datasets import load_digits
 
-    spec = importlib.util.find_spec("sklearn")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    csv = next((Path(p) / "datasets" / "data" / "digits.csv.gz" for p in locations), None)
-    if csv is not None and csv.is_file():
-        import gzip
-
-        import numpy as np
-
-        with gzip.open(csv, "rt") as fh:
-            arr = np.loadtxt(fh, delimiter=",", dtype=np.float32)
-        images, target = arr[:, :-1].reshape(-1, 8, 8), arr[:, -1]
-    else:  # pragma: no cover - layout changed: use the public loader
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        images, target = bunch.images, bunch.target
-    return torch.as_tensor(images, dtype=torch.float32), torch.as_tensor(target).long()
+    bunch = load_digits()
+    return torch.as_tensor(bunch.images, dtype=torch.float32), torch.as_tensor(bunch.target).long()
 
 
 def _stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -408,15 +391,14 @@ def _scan_imagefolder(croot: Path) -> tuple[list[str], list[str], list[int]]:
 
 
 def _read_image(path: str) -> torch.Tensor:
-    """Decode one image file to uint8 RGB (C,H,W)."""
-    with warnings.catch_warnings():  # torchvision.io's deprecation notice: its decoders are fine
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        from torchvision.io import ImageReadMode, decode_image, read_file
+    """Decode one image file to uint8 RGB (C,H,W) with Pillow."""
+    from corruptions import CorruptionError
+    from corruptions.imageio import read_image
 
-        try:
-            return decode_image(read_file(path), mode=ImageReadMode.RGB)
-        except RuntimeError as exc:
-            raise UserError(f"cannot decode image {path}: {exc}") from exc
+    try:
+        return read_image(path, 3)
+    except CorruptionError as exc:
+        raise UserError(str(exc)) from exc
 
 
 def _decode_resized(path: str, size: tuple[int, int]) -> torch.Tensor:
@@ -433,31 +415,8 @@ def _decode_resized(path: str, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _decode_all(files: list[str]) -> list[torch.Tensor]:
-    """Decode many small images; JPEGs in batches through decode_jpeg."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        return _decode_all_inner(files)
-
-
-def _decode_all_inner(files: list[str]) -> list[torch.Tensor]:
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
-
-    out: list[torch.Tensor | None] = [None] * len(files)
-    jpeg_pos = [i for i, f in enumerate(files) if f.lower().endswith((".jpg", ".jpeg"))]
-    batch = 1024
-    for start in range(0, len(jpeg_pos), batch):
-        pos = jpeg_pos[start : start + batch]
-        data = [read_file(files[i]) for i in pos]
-        try:
-            decoded = decode_jpeg(data, mode=ImageReadMode.RGB)
-        except RuntimeError:  # one bad file: decode one by one to name it
-            decoded = [_read_image(files[i]) for i in pos]
-        for i, img in zip(pos, decoded):
-            out[i] = img
-    for i, img in enumerate(out):
-        if img is None:
-            out[i] = _read_image(files[i])
-    return out  # type: ignore[return-value]
+    """Decode many small images (Pillow, one by one)."""
+    return [_read_image(f) for f in files]
 
 
 def _cache_dir() -> Path | None:

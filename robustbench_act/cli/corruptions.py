@@ -168,14 +168,15 @@ def _load_preview_image(
     if size is not None and size < 8:
         raise UserError(f"--size must be >= 8, got {size}")
     if image is not None:
-        from torchvision.io import ImageReadMode, decode_image, read_file
+        from corruptions import CorruptionError
+        from corruptions.imageio import read_image
 
         if not image.is_file():
             raise UserError(f"image file not found: {image}")
         try:
-            img = decode_image(read_file(str(image)), mode=ImageReadMode.RGB)
-        except Exception as exc:
-            raise UserError(f"cannot read image {image}: {type(exc).__name__}: {exc}") from exc
+            img = read_image(image, 3)
+        except CorruptionError as exc:
+            raise UserError(f"cannot read image {image}: {exc}") from exc
         size = size or 32
     else:
         from robustbench_act.data import load_dataset
