@@ -217,6 +217,29 @@ def pil_box_resize(levels: torch.Tensor, height: int, width: int) -> torch.Tenso
     return _pil_box_axis(levels.contiguous(), height, 2)
 
 
+@functools.lru_cache(maxsize=256)
+def _pil_nearest_index(in_size: int, out_size: int) -> torch.Tensor:
+    """Source index of each output pixel of Pillow's NEAREST resize along one axis.
+
+    Pillow steps a double ``(x + 0.5) * in / out`` by repeated addition and truncates it,
+    so ties land where that accumulated sum does; replayed here in the same arithmetic.
+    """
+    step = in_size / out_size
+    pos = step * 0.5
+    out = []
+    for _ in range(out_size):  # table construction only (once per size pair)
+        out.append(min(int(pos), in_size - 1))
+        pos += step
+    return torch.tensor(out, dtype=torch.int64)
+
+
+def pil_nearest_resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """PIL ``Image.resize((width, height), Image.NEAREST)`` on (N, C, H, W) tensors, exactly."""
+    rows = _pil_nearest_index(images.shape[2], height).to(images.device)
+    cols = _pil_nearest_index(images.shape[3], width).to(images.device)
+    return images.index_select(2, rows).index_select(3, cols)
+
+
 @register(
     "pixelate",
     group="digital",
