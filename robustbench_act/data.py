@@ -169,6 +169,52 @@ class CDatasetFamily:
         return f"CDatasetFamily({self.name!r})"
 
 
+class TensorImages(Dataset):
+    """A plain (images, labels) pair as a dataset the evaluation engine reads.
+
+    ``images`` (N, C, H, W) uint8 (0..255) or float in [0, 1]; the model sees them as
+    [0, 1] values without normalisation (mean 0, std 1), RobustBench's convention.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, name: str = "tensors",
+                 num_classes: int | None = None) -> None:  # fmt: skip
+        if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
+            raise UserError("give images and labels as torch tensors (x, y)")
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise UserError(f"images must be (N, C, H, W) with C = 1 or 3, got {tuple(images.shape)}")
+        if images.dtype != torch.uint8 and not images.is_floating_point():
+            raise UserError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
+        labels = labels.reshape(-1).long()
+        if len(labels) != len(images):
+            raise UserError(f"{len(images)} images but {len(labels)} labels")
+        self.name = name
+        self.images = images
+        self.labels = labels
+        self.channels = int(images.shape[1])
+        self.image_size = (int(images.shape[2]), int(images.shape[3]))
+        self.num_classes = int(num_classes or (int(labels.max()) + 1 if len(labels) else 0))
+        self.classes = [str(i) for i in range(self.num_classes)]
+        self.mean = (0.0,) * self.channels
+        self.std = (1.0,) * self.channels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], int(self.labels[i])
+
+
+def as_dataset(data: Any) -> Any:
+    """``data`` as an evaluable dataset: a TensorDataset or an (x, y) tensor pair become TensorImages."""
+    if isinstance(data, torch.utils.data.TensorDataset):
+        if len(data.tensors) != 2:
+            raise UserError(f"a TensorDataset to evaluate needs (images, labels), got {len(data.tensors)} tensors")
+        return TensorImages(*data.tensors)
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        return TensorImages(data[0], data[1])
+    return data
+
+
 # ----------------------------------------------------------------------------- public API
 
 
@@ -204,6 +250,7 @@ def load_dataset(
             raise UserError(f"dataset folder not found: {path}")
         if kind == "imagefolder":
             return _load_imagefolder(spec, path, split, limit, image_size)
+        path = _c_folder(kind, path)
         family = CDatasetFamily(spec, kind, path, limit=limit, image_size=image_size)
         if corruption is None and severity is None:
             return family
@@ -499,6 +546,29 @@ def _c_dataset_class(kind: str) -> Any:
     return cds.CIFARCDataset if kind.startswith("cifar") else cds.ImageNetCDataset
 
 
+#: RobustBench's folder names inside its data_dir (``<data_dir>/CIFAR-10-C/<corruption>.npy``).
+C_FOLDER_NAMES = {"cifar10-c": "CIFAR-10-C", "cifar100-c": "CIFAR-100-C", "imagenet-c": "ImageNet-C",
+                  "tinyimagenet-c": "Tiny-ImageNet-C"}  # fmt: skip
+
+
+def _c_folder(kind: str, path: Path) -> Path:
+    """The folder holding the corruption files: ``path`` itself or RobustBench's ``path/CIFAR-10-C``.
+
+    A folder with neither is a one-line error saying what it should hold.
+    """
+    if not path.is_dir():
+        raise UserError(f"dataset folder not found: {path}")
+    if _c_corruptions(kind, path):
+        return path
+    sub = path / C_FOLDER_NAMES[kind]
+    if sub.is_dir() and _c_corruptions(kind, sub):
+        return sub
+    what = ("<corruption>.npy files and labels.npy" if kind.startswith("cifar")
+            else "<corruption>/<severity>/<class>/<image> folders")  # fmt: skip
+    raise UserError(f"no corruption files in {path}: a {kind} folder holds {what}, either directly "
+                    f"or in {C_FOLDER_NAMES[kind]}/ (RobustBench's data_dir layout)")
+
+
 def _c_corruptions(kind: str, path: Path) -> list[str]:
     """Corruption names present in a *-C folder (from its manifest when it has one)."""
     from corruptions.datasets import read_manifest
@@ -511,7 +581,8 @@ def _c_corruptions(kind: str, path: Path) -> list[str]:
         return [str(c) for c in manifest["corruptions"]]
     if kind.startswith("cifar"):
         return sorted(p.stem for p in path.glob("*.npy") if p.stem != "labels")
-    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and any((p / str(s)).is_dir() for s in range(1, 6)))  # <name>/<severity>/
 
 
 def _load_c(

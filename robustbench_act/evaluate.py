@@ -272,8 +272,10 @@ def evaluate_tables(models: nn.Module | Mapping[Any, nn.Module], dataset: Any, *
     """Evaluate ``models`` (one module or key -> module) in one pass per corruption; four tables.
 
     ``dataset``: (uint8 CHW image, label) items with ``name``, ``num_classes``, ``mean``,
-    ``std`` attributes, or a precomputed ``*-C`` family (``.get(corruption, severity)``),
-    then ``clean`` is the aligned clean dataset (optional). ``seed`` keys the corruptions'
+    ``std`` attributes, a plain ``TensorDataset`` or ``(x, y)`` tensor pair (fed as [0, 1]
+    images without normalisation, see :class:`~robustbench_act.data.TensorImages`), or a
+    precomputed ``*-C`` family (``.get(corruption, severity)``), then ``clean`` is the
+    aligned clean dataset (optional). ``seed`` keys the corruptions'
     random numbers; ``indices_offset`` is added to dataset positions to form the global
     sample indices. ``info[key]`` overrides the model-key columns (run, model, activation,
     order, seed, dataset). ``skip_cells`` are not computed (resume); ``on_cell_done`` gets
@@ -284,9 +286,12 @@ def evaluate_tables(models: nn.Module | Mapping[Any, nn.Module], dataset: Any, *
     models without an entry use the dataset's.
     """
     import corruptions as _corruptions
+    from robustbench_act.data import as_dataset
 
     check_level(probes)
     mods = _as_models(models)
+    dataset = as_dataset(dataset)
+    clean = as_dataset(clean) if clean is not None else None
     sev = [int(s) for s in severities]
     for s in sev:
         if s < 1 or s > 5:

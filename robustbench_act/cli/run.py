@@ -366,7 +366,7 @@ def _run_checkpoints(checkpoints: list[Path], *, model: str | None, activation: 
                 raise unknown(f"corruption in {dataset}", missing[0], sorted(avail))
             corrs = [c for c in corrs if c in avail]
             prog.line(f"note: {dataset} lacks {', '.join(missing)}; evaluating the other {len(corrs)}")
-        clean = _clean_counterpart(dataset, root, limit)
+        clean = _clean_counterpart(dataset, root, limit, ds.path)
         meta_ds = clean if clean is not None else ds.get(corrs[0], sevs[0])
     else:
         meta_ds = ds
@@ -403,18 +403,27 @@ def _run_checkpoints(checkpoints: list[Path], *, model: str | None, activation: 
                                normalization=normalization)
 
 
-def _clean_counterpart(spec: str, root: Path | None, limit: int | None) -> Any:
-    """The clean test set aligned with a *-C family (CIFAR only, when it is on disk), else None."""
-    from robustbench_act.data import load_dataset
+def _clean_counterpart(spec: str, root: Path | None, limit: int | None, folder: Path) -> Any:
+    """The clean test set aligned with a *-C family (CIFAR only, when it is on disk), else None.
+
+    Looked for under --root (default $ACTBENCH_DATA / ./data) and, for RobustBench's
+    layout (``DATA/CIFAR-10-C``), in DATA itself, where RobustBench keeps it.
+    """
+    from robustbench_act.data import C_FOLDER_NAMES, load_dataset
 
     kind = spec.partition(":")[0].lower()
     base = {"cifar10-c": "cifar10", "cifar100-c": "cifar100"}.get(kind)
     if base is None:
         return None
-    try:
-        return load_dataset(base, split="test", root=root, limit=limit)
-    except UserError:
-        return None
+    roots: list[Path | None] = [root]
+    if root is None and folder.name == C_FOLDER_NAMES[kind]:
+        roots.append(folder.parent)
+    for where in roots:
+        try:
+            return load_dataset(base, split="test", root=where, limit=limit)
+        except UserError:
+            continue
+    return None
 
 
 def _check_channels(net: Any, ds: Any, path: Path) -> None:
