@@ -406,6 +406,7 @@ def export_c_dataset(
             "classes": classes or None,
             "dataset": getattr(dataset, "name", type(dataset).__name__),
             "frost_source": weather.frost_source() if "frost" in corr_list else None,
+            "frost": weather.frost_info() if "frost" in corr_list else None,
             "quantization": "uint8(x * 255) truncation, as the published files",
             "indices": "image i of the dataset is sample index i (corruptions.apply(..., indices=[i]))",
             "versions": _versions(),

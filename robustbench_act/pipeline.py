@@ -93,6 +93,15 @@ def parse_corruptions(spec: str | Sequence[str]) -> list[str]:
         raise UserError(str(exc)) from None
 
 
+def frost_provenance(corruptions: Sequence[str]) -> dict[str, Any] | None:
+    """Where the frost corruption's textures come from (photographs or procedural), when frost is run."""
+    if "frost" not in corruptions:
+        return None
+    from corruptions.weather import frost_info
+
+    return frost_info()
+
+
 def parse_list(spec: str | Sequence[str] | None) -> list[str]:
     """'a,b,c' -> ['a', 'b', 'c'] (empty parts dropped)."""
     if spec is None:
@@ -214,6 +223,7 @@ def run_models(models: Mapping[str, nn.Module], info: Mapping[str, Mapping[str, 
     main = dist.is_main_process()
     run = out.name
     if manifest is None:
+        config = {**config, "frost": config.get("frost", frost_provenance(corruptions))}
         manifest = {**base_manifest(seed=seed, config=config, device=device), "run": run}
     if begun is None:
         begun = _checked(lambda: store.begin(manifest, resume=resume))
@@ -315,7 +325,7 @@ def run_default(activations: Sequence[str] = DEFAULT_ACTIVATIONS, out: str | Pat
         "order": order, "activations": specs, "corruptions": corrs, "severities": sevs,
         "corruption_seed": c_seed, "preset": preset, "limit": limit, "n_images": len(test),
         "batch_size": batch_size, "probes": probes, "amp": amp, "train": cfg.to_dict(),
-        "world_size": dist.world_size(), "clean": True,
+        "world_size": dist.world_size(), "clean": True, "frost": frost_provenance(corrs),
         "models": [{"model": model, "activation": s, "order": order, "seed": seed} for s in specs],
     }  # fmt: skip
     from robustbench_act.manifest import base_manifest

@@ -8,6 +8,9 @@ import pytest
 
 # Tests never read the user's dataset cache; each test that needs one sets its own.
 os.environ.setdefault("ACTBENCH_CACHE", "off")
+# Nor frost photographs an installed package happens to ship (imagecorruptions): the tests of
+# that lookup point it at their own fake package.
+os.environ.setdefault("ACTBENCH_FROST_DIR", "procedural")
 
 
 @pytest.fixture(autouse=True)

@@ -152,6 +152,9 @@ def list_command(
         group = r["group"] + ("" if r["benchmark"] else " (extra)" if r["group"] != "extra" else "")
         t.add_row(r["name"], group, "yes" if r["random"] else "no", ", ".join(r["params"]), sev)
     Console(highlight=False, soft_wrap=False).print(t)
+    from corruptions.weather import frost_description
+
+    Console(highlight=False, soft_wrap=True).print(frost_description(), markup=False)
 
 
 def _load_preview_image(
@@ -340,7 +343,8 @@ def export_command(
     ),
     root: Path | None = typer.Option(None, "--root", help="Data root for cifar10/cifar100."),
     frost_dir: Path | None = typer.Option(
-        None, "--frost-dir", help="Folder of frost photographs (else procedural frost)."
+        None, "--frost-dir",
+        help="Folder of frost photographs (default: $ACTBENCH_FROST_DIR, an installed package's, else procedural).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
     plugin: list[Path] = typer.Option(
@@ -403,6 +407,9 @@ def export_command(
     typer.echo(
         f"wrote {path} ({len(ds)} images x {len(selected)} corruptions x {len(sevs)} severities, {fmt})"
     )
+    frost = json.loads((path / "manifest.json").read_text(encoding="utf-8")).get("frost")
+    if frost:
+        typer.echo(weather.frost_description(frost))
 
 
 def register(app: typer.Typer) -> None:
