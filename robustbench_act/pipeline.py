@@ -383,9 +383,13 @@ def _trained(folder: Path) -> bool:
 
 def load_models(checkpoints: Sequence[str | Path], *, device: torch.device, model: str | None = None,
                 activation: str | None = None, order: str | None = None,
-                num_classes: int | None = None, in_chans: int | None = None
+                num_classes: int | None = None, in_chans: int | None = None, download: bool = False,
                 ) -> tuple[dict[str, nn.Module], dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    """Load checkpoints (this project's format, or plain state dicts with ``model``); keys unique."""
+    """Load checkpoints (this project's format, timm/hub folders, or plain state dicts with ``model``).
+
+    Keys are unique; ``download`` lets ``hf-hub:`` specs missing from the cache be fetched.
+    """
+    from robustbench_act import hub
     from robustbench_act.activations import canonical_spec
     from robustbench_act.checkpoint import is_checkpoint, load_checkpoint, read_meta
 
@@ -394,10 +398,10 @@ def load_models(checkpoints: Sequence[str | Path], *, device: torch.device, mode
     metas: list[dict[str, Any]] = []
     for ck in checkpoints:
         arch = {"activation": activation, "order": order, "num_classes": num_classes, "in_chans": in_chans}
-        if is_checkpoint(ck):
-            # this project's checkpoints describe their own architecture: an override that differs
-            # would evaluate trained weights under another network, so it is refused
-            saved = read_meta(ck)
+        if is_checkpoint(ck) or hub.is_hub_spec(ck):
+            # self-describing checkpoints (ours, timm config.json): an override that differs would
+            # evaluate trained weights under another network, so it is refused
+            saved = read_meta(ck) if is_checkpoint(ck) else hub.describe(ck, download=download)[1]
             given = {"model": model, "activation": activation, "order": order}
             for k, v in given.items():
                 if v is None:
@@ -410,7 +414,7 @@ def load_models(checkpoints: Sequence[str | Path], *, device: torch.device, mode
             model_arg, arch = None, {}
         else:
             model_arg = model
-        net, meta = load_checkpoint(ck, device=device, model=model_arg, **arch)
+        net, meta = load_checkpoint(ck, device=device, model=model_arg, download=download, **arch)
         assert net is not None
         act = str(meta.get("activation") or activation or "default")
         row = {

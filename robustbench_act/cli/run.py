@@ -192,7 +192,8 @@ def _json_summary(summary: Any) -> str:
 def run_command(
     checkpoint: list[Path] | None = typer.Option(
         None, "--checkpoint", "-c", show_default=False,
-        help="Checkpoint file or folder written by actbench train (repeatable: evaluated together)."),
+        help="Checkpoint file or folder written by actbench train, local-dir:DIR (timm layout) or "
+             "hf-hub:ORG/NAME[@REV] from the local Hugging Face cache (repeatable: evaluated together)."),
     model: str | None = typer.Option(None, "--model", show_default=False,
                                      help="Model to build (default run: cnn_small) or the architecture of a plain state_dict."),
     activation: str | None = typer.Option(None, "--activation", show_default=False,
@@ -204,7 +205,8 @@ def run_command(
     dataset: str = typer.Option("digits", "--dataset", "-d", help=_DATASET_HELP),
     root: Path | None = typer.Option(None, "--root", show_default=False,
                                      help="Folder holding torchvision datasets (default: $ACTBENCH_DATA or ./data)."),
-    download: bool = typer.Option(False, "--download", help="Let torchvision download CIFAR if missing."),
+    download: bool = typer.Option(False, "--download", help="Let torchvision download CIFAR, and huggingface_hub "
+                                                            "an hf-hub: checkpoint, if missing."),
     corruptions: str = typer.Option("all", "--corruptions", help=_CORR_HELP),
     severities: str = typer.Option("1-5", "--severities", help="Severities: 1-5, 1,3,5 or one number."),
     seed: int = typer.Option(0, "--seed", help="Seed of the corruptions (and of training in the default run)."),
@@ -378,7 +380,7 @@ def _run_checkpoints(checkpoints: list[Path], *, model: str | None, activation: 
     models, info, metas = pipeline.load_models(
         checkpoints, device=dev, model=model, activation=activation, order=order,
         num_classes=meta_ds.num_classes if model else None,
-        in_chans=meta_ds.channels if model else None)
+        in_chans=meta_ds.channels if model else None, download=download)
     for meta, ck in zip(metas, checkpoints):
         pipeline.check_classes(meta, meta_ds, ck)
     for key, net in models.items():
