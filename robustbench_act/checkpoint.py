@@ -8,7 +8,8 @@ the dataset and its classes, the training config, seed, metrics, git commit and 
 :func:`load_checkpoint` rebuilds the network with ``models.build_model`` from it.
 
 Every checkpoint folder also gets a timm-style ``config.json`` (:mod:`robustbench_act.hub`),
-and ``local-dir:DIR`` / ``hf-hub:ORG/NAME`` folders in timm's layout load too.
+and ``local-dir:DIR`` / ``hf-hub:ORG/NAME`` folders in timm's layout load too, as do the
+LayerAct authors' released CIFAR ResNets (:mod:`robustbench_act.layeract_checkpoints`).
 Plain torch/timm state-dict files (``.pth``/``.pt``/``.bin``/``.safetensors``) load too when
 the caller names the architecture (``model=`` a module, or a model name plus arch kwargs).
 Pickles are always read with ``torch.load(weights_only=True)``: a file that needs code
@@ -267,12 +268,19 @@ def load_checkpoint(
     if p.suffix == ".json":
         raise UserError(f"{p}: its weights file {p.with_suffix('.safetensors').name} is missing")
     meta: dict[str, Any] = {"format": "state_dict", "source": str(p)}
+    state = read_state_dict(p, ema=ema)
+    from robustbench_act import layeract_checkpoints as layeract
+
+    if layeract.is_layeract_state(state):  # the LayerAct authors' released CIFAR ResNets
+        state, found = layeract.convert_state(state, source=p)
+        if not isinstance(model, nn.Module):
+            meta = {**layeract.resolve_meta(found, arch, model, p), "source": str(p)}
+            model = build_from_meta(meta)
     if model is None:
         raise UserError(
             f"{p} is a plain weights file without {META_NAME}; name its architecture "
             f"(--model NAME [--num-classes N] [--activation SPEC]) to load it"
         )
-    state = read_state_dict(p, ema=ema)
     if isinstance(model, nn.Module):
         net = model
     else:
