@@ -21,11 +21,13 @@ def _isolated_registries():
 
     corruption_registry._ensure_builtins()
     saved_corruptions = dict(corruption_registry._REGISTRY)
+    saved_ep = (corruption_registry._ENTRY_POINTS_LOADED, corruption_registry._ENTRY_POINT_ERROR)
     saved_activations = dict(activations._REGISTRY)
     saved_aliases = dict(activations._ALIASES)
     yield
     corruption_registry._REGISTRY.clear()
     corruption_registry._REGISTRY.update(saved_corruptions)
+    corruption_registry._ENTRY_POINTS_LOADED, corruption_registry._ENTRY_POINT_ERROR = saved_ep
     activations._REGISTRY.clear()
     activations._REGISTRY.update(saved_activations)
     activations._ALIASES.clear()
