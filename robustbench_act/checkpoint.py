@@ -98,15 +98,20 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
     return Path(path)
 
 
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file's content; unreadable or invalid JSON is a one-line UserError naming ``what``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"unreadable {what} {path}: {exc}") from exc
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
     """The metadata of a checkpoint in this project's format (no weights read)."""
     _, mpath = checkpoint_paths(path)
     if not mpath.is_file():
         raise UserError(f"no checkpoint metadata at {mpath}")
-    try:
-        meta = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"unreadable checkpoint metadata {mpath}: {exc}") from exc
+    meta = read_json(mpath, "checkpoint metadata")
     if not isinstance(meta, dict) or "model" not in meta:
         raise UserError(f"{mpath} is not an actbench checkpoint description (no 'model' entry)")
     return meta
@@ -244,16 +249,7 @@ def load_checkpoint(
         if model is None and not build:
             return None, meta
         wpath, _ = checkpoint_paths(p)
-        state = read_state_dict(wpath)
-        if isinstance(model, nn.Module):
-            net = model
-        else:
-            merged = dict(meta)
-            if isinstance(model, str):
-                merged["model"] = model
-            merged.update({k: v for k, v in arch.items() if v is not None})
-            net = build_from_meta(merged)
-        load_into(net, state, source=p, strict=strict)
+        net = _described_model(meta, model, arch, read_state_dict(wpath), source=p, strict=strict)
         return net.to(device).eval(), meta
     if p.is_dir():
         found = [c for c in sorted(p.iterdir()) if c.suffix in PLAIN_SUFFIXES]
@@ -304,6 +300,13 @@ def _load_hub(spec: str, *, device: str | torch.device, model: nn.Module | str |
     if model is None and not build:
         return None, meta
     state = read_state_dict(hub.weights_file(folder))
+    net = _described_model(meta, model, arch, state, source=spec, strict=strict)
+    return net.to(device).eval(), meta
+
+
+def _described_model(meta: Mapping[str, Any], model: nn.Module | str | None, arch: Mapping[str, Any],
+                     state: Mapping[str, torch.Tensor], *, source: str | Path, strict: bool) -> nn.Module:
+    """``model`` (a module), or the network ``meta`` describes with the given overrides, loaded with ``state``."""
     if isinstance(model, nn.Module):
         net = model
     else:
@@ -312,8 +315,8 @@ def _load_hub(spec: str, *, device: str | torch.device, model: nn.Module | str |
             merged["model"] = model
         merged.update({k: v for k, v in arch.items() if v is not None})
         net = build_from_meta(merged)
-    load_into(net, state, source=spec, strict=strict)
-    return net.to(device).eval(), meta
+    load_into(net, state, source=source, strict=strict)
+    return net
 
 
 def _guess_num_classes(state: Mapping[str, torch.Tensor]) -> int:

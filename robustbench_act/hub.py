@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -166,13 +165,12 @@ def resolve_folder(spec: str | os.PathLike, *, download: bool = False) -> Path:
 
 def read_config(folder: Path) -> dict[str, Any]:
     """The checkpoint description of a timm ``config.json`` (new nested or legacy flat layout)."""
+    from robustbench_act.checkpoint import read_json
+
     path = folder / CONFIG_NAME
     if not path.is_file():
         raise UserError(f"{folder} has no {CONFIG_NAME} (a timm / Hugging Face checkpoint folder needs one)")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"unreadable {path}: {exc}") from exc
+    cfg = read_json(path, "model config")
     if not isinstance(cfg, dict) or "architecture" not in cfg:
         raise UserError(f"{path} is not a timm model config (no 'architecture')")
     pre = dict(cfg.get("pretrained_cfg") or {k: v for k, v in cfg.items() if k != "architecture"})
