@@ -264,7 +264,14 @@ def load_checkpoint(
     if p.suffix == ".json":
         raise UserError(f"{p}: its weights file {p.with_suffix('.safetensors').name} is missing")
     meta: dict[str, Any] = {"format": "state_dict", "source": str(p)}
-    state = read_state_dict(p, ema=ema)
+    no_model = UserError(f"{p} is a plain weights file without {META_NAME}; name its architecture "
+                         f"(--model NAME [--num-classes N] [--activation SPEC]) to load it")
+    try:
+        state = read_state_dict(p, ema=ema)
+    except UserError:
+        if model is None:  # the first thing to fix is the missing architecture
+            raise no_model from None
+        raise
     from robustbench_act import layeract_checkpoints as layeract
 
     if layeract.is_layeract_state(state):  # the LayerAct authors' released CIFAR ResNets
@@ -273,10 +280,7 @@ def load_checkpoint(
             meta = {**layeract.resolve_meta(found, arch, model, p), "source": str(p)}
             model = build_from_meta(meta)
     if model is None:
-        raise UserError(
-            f"{p} is a plain weights file without {META_NAME}; name its architecture "
-            f"(--model NAME [--num-classes N] [--activation SPEC]) to load it"
-        )
+        raise no_model
     if isinstance(model, nn.Module):
         net = model
     else:

@@ -272,6 +272,11 @@ def run_command(
         console = Console(highlight=False, width=max(console.width, 200))
     title = f"{outcome.manifest.get('config', {}).get('dataset', '')}: accuracy (%) and probes"
     console.print(summary_table(outcome.summary, title=title))
+    frost = outcome.manifest.get("config", {}).get("frost")
+    if frost:
+        from corruptions.weather import frost_description
+
+        console.print(frost_description(frost), markup=False)
     note = " (was already complete)" if outcome.status == "already complete" else ""
     console.print(f"results: {outcome.path}{note}", markup=False)
 
@@ -319,11 +324,6 @@ def _run(*, checkpoint: list[Path] | None, model: str | None, activation: str | 
             load_dataset(dataset, split="test", root=root, download=download, limit=limit)  # its errors first
             raise UserError(f"no --checkpoint given: the built-in training covers --dataset digits only; "
                             f"train a model for {dataset} with `actbench train` and pass --checkpoint")
-        frost = pipeline.frost_provenance(corrs)
-        if frost is not None:
-            from corruptions.weather import frost_description
-
-            prog.line(frost_description(frost))
         return pipeline.run_default(
             acts, out, seed, model=model or pipeline.DEFAULT_MODEL, order=order or "conventional",
             dataset=dataset, corruptions=corrs, severities=sevs, probes=probes, batch_size=batch_size,
@@ -403,10 +403,6 @@ def _run_checkpoints(checkpoints: list[Path], *, model: str | None, activation: 
         "frost": None if family else pipeline.frost_provenance(corrs),
         "models": [dict(info[k]) for k in models], "checkpoint_meta": metas,
     }  # fmt: skip
-    if config["frost"] is not None:
-        from corruptions.weather import frost_description
-
-        prog.line(frost_description(config["frost"]))
     out_path = Path(out) if out is not None else Path(pipeline._agree(str(pipeline.default_out(dataset))))
     return pipeline.run_models(models, info, ds, out=out_path, config=config, corruptions=corrs,
                                severities=sevs, probes=probes, seed=seed, batch_size=batch_size,
