@@ -362,6 +362,32 @@ def combine(out: str | Path, cells: Sequence[Cell]) -> pd.DataFrame:
     return table
 
 
+def check_frost_source(out: Path, cells: Sequence[Cell], corruptions: Sequence[str]) -> None:
+    """Refuse to go on with a sweep whose evaluated cells used another frost source than now.
+
+    Cells evaluated before manifests named it count as procedural (the default then).
+    Without this, installing imagecorruptions mid-sweep would mix frost photographs and
+    the procedural texture across the cells of one comparison.
+    """
+    from robustbench_act.pipeline import frost_provenance
+    from robustbench_act.results import LEGACY_FROST, read_manifest
+
+    now = frost_provenance(corruptions)
+    if now is None:
+        return
+    for c in cells:
+        man = read_manifest(out / c.name / EVAL_DIR)
+        cfg = (man or {}).get("config") or {}
+        if man is None or "frost" not in (cfg.get("corruptions") or []):
+            continue
+        before = cfg.get("frost") or LEGACY_FROST
+        if before != now:
+            raise UserError(f"sweep {out}: cell {c.name} was evaluated with frost from "
+                            f"{before.get('path') or before['source']}, now it would be "
+                            f"{now.get('path') or now['source']}; set ACTBENCH_FROST_DIR (a folder, or "
+                            "procedural) to the source the sweep started with")
+
+
 def run_sweep(
     cells: Sequence[Cell],
     opts: SweepOptions,
@@ -384,6 +410,7 @@ def run_sweep(
     if parallel < 1:
         raise UserError(f"--parallel must be at least 1, got {parallel}")
     out = Path(opts.out)
+    check_frost_source(out, cells, opts.corruptions)
     make_folder(out)
     manifest = {
         **base_manifest(seed=None, config=dataclasses.asdict(opts), device=None), "kind": "sweep",

@@ -117,3 +117,17 @@ def test_run_manifest_records_frost_and_resume_refuses_another_source(fake_packa
     monkeypatch.setenv("ACTBENCH_FROST_DIR", "procedural")
     with pytest.raises(UserError, match="frost=.*ACTBENCH_FROST_DIR=procedural"):
         _run(tmp_path / "run", ["frost"], resume=True)
+
+
+def test_a_sweep_does_not_mix_frost_sources(fake_package: Path, tmp_path: Path, monkeypatch) -> None:
+    from robustbench_act.sweep import EVAL_DIR, check_frost_source, plan_cells
+
+    cells = plan_cells(["cnn_small"], ["relu", "silu"], ["conventional"], [0])
+    legacy = tmp_path / cells[0].name / EVAL_DIR  # evaluated before manifests named the source
+    legacy.mkdir(parents=True)
+    (legacy / "manifest.json").write_text(json.dumps({"config": {"corruptions": ["frost", "fog"]}}))
+    check_frost_source(tmp_path, cells, ["fog"])  # no frost now: nothing to mix
+    with pytest.raises(UserError, match="evaluated with frost from procedural, now it would be .*fakefrostpkg"):
+        check_frost_source(tmp_path, cells, ["frost"])
+    monkeypatch.setenv("ACTBENCH_FROST_DIR", "procedural")
+    check_frost_source(tmp_path, cells, ["frost"])
