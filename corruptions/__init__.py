@@ -7,10 +7,13 @@ Public API::
     corruptions.get(name)                      # the registered Corruption
     @corruptions.register(name, group=..., presets=...)   # add your own
     corruptions.load_plugin("my_corruption.py")
+    corruptions.corrupt(img, severity, "fog", seed=0)   # imagecorruptions drop-in (numpy/PIL)
+    corruptions.get_corruption_names("validation")
 
-Depends on torch (and torchvision for the JPEG codec) only.
+Depends on torch and Pillow (image files and the JPEG codec) only.
 """
 
+from corruptions.compat import corrupt, get_corruption_names
 from corruptions.registry import (
     COMMON,
     EXTRA,
@@ -40,7 +43,9 @@ __all__ = [
     "SampleRNG",
     "apply",
     "check_severity",
+    "corrupt",
     "get",
+    "get_corruption_names",
     "load_plugin",
     "names",
     "preset_for_size",

@@ -206,13 +206,9 @@ class ImageNetCDataset(Dataset):
         self.name = f"{self.root.name}/{corruption}/{severity}"
 
     def _read(self, path: Path) -> torch.Tensor:
-        from torchvision.io import ImageReadMode, decode_image, read_file
+        from corruptions.imageio import read_image
 
-        mode = ImageReadMode.GRAY if self.channels == 1 else ImageReadMode.RGB
-        try:
-            return decode_image(read_file(str(path)), mode=mode)
-        except Exception as exc:
-            raise CorruptionError(f"cannot decode image {path}: {exc}") from exc
+        return read_image(path, 1 if self.channels == 1 else 3)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -227,17 +223,22 @@ class ImageNetCDataset(Dataset):
 
 def _versions() -> dict[str, str]:
     import numpy as np
-    import torchvision
+    import PIL
 
     import corruptions
 
-    return {
+    out = {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
         "numpy": np.__version__,
+        "pillow": PIL.__version__,  # the JPEG codec and the PNG writer
         "corruptions": corruptions.__version__,
     }
+    try:
+        import torchvision
+    except ImportError:  # not needed by this package
+        return out
+    return {**out, "torchvision": torchvision.__version__}
 
 
 def _iter_batches(
@@ -405,6 +406,7 @@ def export_c_dataset(
             "classes": classes or None,
             "dataset": getattr(dataset, "name", type(dataset).__name__),
             "frost_source": weather.frost_source() if "frost" in corr_list else None,
+            "frost": weather.frost_info() if "frost" in corr_list else None,
             "quantization": "uint8(x * 255) truncation, as the published files",
             "indices": "image i of the dataset is sample index i (corruptions.apply(..., indices=[i]))",
             "versions": _versions(),
@@ -424,13 +426,13 @@ def export_c_dataset(
 def _write_pngs(
     folder: Path, images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, classes: list[str]
 ) -> None:
-    from torchvision.io import encode_png
+    from corruptions.imageio import write_png
 
     for img, lab, i in zip(images, labels.tolist(), idx.tolist()):
         cls = classes[lab] if 0 <= lab < len(classes) else str(lab)
         d = folder / _class_dir(cls)
         d.mkdir(parents=True, exist_ok=True)
-        (d / f"{i:06d}.png").write_bytes(encode_png(img.contiguous()).numpy().tobytes())
+        write_png(d / f"{i:06d}.png", img)
 
 
 def _umask() -> int:

@@ -8,16 +8,16 @@ pixelate ``scale`` (box-down to int(size*scale) then box-up); jpeg_compression
 ``affine`` as fractions of the image size min(H, W) (the reference multiplies by
 IMSIZE; its ImageNet table by 244 at 224 px, kept here as factors * 244/224).
 
-Everything is batched on tensors except the JPEG codec, which runs per image inside
-torchvision's (libjpeg-turbo) batched list API on the CPU; it produces the same bytes
-and pixels as PIL's ``save(format='JPEG', quality=q)`` (4:2:0, baseline, islow DCT).
+Everything is batched on tensors except the JPEG codec, which is Pillow's own
+``save(format='JPEG', quality=q)`` / ``open`` round trip per image on the CPU (4:2:0,
+baseline, islow DCT: the reference's codec), on a thread pool
+(:func:`corruptions.imageio.jpeg_roundtrip`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import warnings
 
 import torch
 
@@ -217,6 +217,29 @@ def pil_box_resize(levels: torch.Tensor, height: int, width: int) -> torch.Tenso
     return _pil_box_axis(levels.contiguous(), height, 2)
 
 
+@functools.lru_cache(maxsize=256)
+def _pil_nearest_index(in_size: int, out_size: int) -> torch.Tensor:
+    """Source index of each output pixel of Pillow's NEAREST resize along one axis.
+
+    Pillow steps a double ``(x + 0.5) * in / out`` by repeated addition and truncates it,
+    so ties land where that accumulated sum does; replayed here in the same arithmetic.
+    """
+    step = in_size / out_size
+    pos = step * 0.5
+    out = []
+    for _ in range(out_size):  # table construction only (once per size pair)
+        out.append(min(int(pos), in_size - 1))
+        pos += step
+    return torch.tensor(out, dtype=torch.int64)
+
+
+def pil_nearest_resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """PIL ``Image.resize((width, height), Image.NEAREST)`` on (N, C, H, W) tensors, exactly."""
+    rows = _pil_nearest_index(images.shape[2], height).to(images.device)
+    cols = _pil_nearest_index(images.shape[3], width).to(images.device)
+    return images.index_select(2, rows).index_select(3, cols)
+
+
 @register(
     "pixelate",
     group="digital",
@@ -256,22 +279,17 @@ def pixelate(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor
     },
     param_names=("quality",),
     random=False,
-    description="JPEG encode/decode at the given quality (libjpeg, 4:2:0 like PIL)",
+    description="JPEG encode/decode at the given quality (Pillow, 4:2:0)",
 )
 def jpeg_compression(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
-    """torchvision encode_jpeg/decode_jpeg (batched list API) on the CPU, back to the input device."""
+    """Pillow JPEG encode/decode of each image on the CPU, back to the input device."""
+    from corruptions.imageio import jpeg_roundtrip
+
     q = params["quality"]
     if isinstance(q, bool) or not isinstance(q, (int, float)) or int(q) != q or not 1 <= q <= 100:
         raise CorruptionError(f"jpeg_compression: quality must be an integer 1..100, got {q!r}")
     levels = torch.round(images * 255.0).clamp(0, 255).to(torch.uint8).cpu()
-    with warnings.catch_warnings():
-        # torchvision >= 0.29 warns on every call that its codecs move to TorchCodec
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from torchvision.io import decode_jpeg, encode_jpeg
-
-        encoded = encode_jpeg(list(levels.unbind(0)), quality=int(q))
-        decoded = decode_jpeg(encoded)
-    out = torch.stack(decoded, 0)
+    out = jpeg_roundtrip(levels, int(q))
     return out.to(device=images.device, dtype=images.dtype) / 255.0
 
 

@@ -36,6 +36,8 @@ COMMON = (
 )  # fmt: skip
 #: The 4 extra (validation) corruptions.
 EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+#: Parameters of a corruption registered without a severity table (it maps the severity itself).
+SELF_MAPPED_PARAMS = ("severity", "preset")
 #: Names accepted by :func:`names` besides corruption names.
 SUBSETS = ("all", "common", "extra", "plugins", "noise", "blur", "weather", "digital")
 
@@ -74,8 +76,10 @@ class Corruption:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def params(self, severity: int, preset: str) -> dict:
-        """Parameter dict of ``severity`` (1..5) in ``preset``."""
+        """Parameter dict of ``severity`` (1..5) in ``preset`` (``{"severity", "preset"}`` without tables)."""
         check_severity(severity)
+        if not self.presets:  # registered without a table: the function maps the severity itself
+            return {"severity": severity, "preset": preset}
         if preset not in self.presets:
             raise CorruptionError(
                 f"corruption {self.name!r} has no {preset!r} table (has: {', '.join(self.presets)})"
@@ -89,6 +93,7 @@ class Corruption:
 
 _REGISTRY: dict[str, Corruption] = {}
 _ENTRY_POINTS_LOADED = False
+_ENTRY_POINT_ERROR: str | None = None  # set once an entry point failed: every call re-raises it
 
 
 def _normalise_table(
@@ -122,7 +127,7 @@ def register(
     name: str,
     *,
     group: str,
-    presets: Mapping[str, Any] | Sequence[Any],
+    presets: Mapping[str, Any] | Sequence[Any] | None = None,
     param_names: Sequence[str] | None = None,
     random: bool = True,
     rgb: bool = False,
@@ -133,15 +138,22 @@ def register(
     """Decorator registering ``fn(images, params, rng)`` as corruption ``name``.
 
     ``presets`` maps preset names to a table of 5 rows (scalars, tuples in
-    ``param_names`` order, or dicts); a bare 5-row table serves every preset.
+    ``param_names`` order, or dicts); a bare 5-row table serves every preset. Without a
+    table (``presets=None``) the function maps the severity itself: it gets
+    ``params = {"severity": s, "preset": p}`` (parametric calls give ``params=`` those keys).
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise CorruptionError(f"corruption names must be identifiers, got {name!r}")
     if group not in GROUPS:
         raise CorruptionError(f"unknown group {group!r} for {name!r} (groups: {', '.join(GROUPS)})")
-    raw = dict(presets) if isinstance(presets, Mapping) else {p: presets for p in PRESETS}
+    if presets is None:
+        if param_names:
+            raise CorruptionError(f"corruption {name!r}: param_names need a severity table (presets=)")
+        raw: dict[str, Any] = {}
+    else:
+        raw = dict(presets) if isinstance(presets, Mapping) else {p: presets for p in PRESETS}
     tables: dict[str, tuple[dict, ...]] = {}
-    names: tuple[str, ...] = tuple(param_names or ())
+    names: tuple[str, ...] = tuple(param_names or ()) if raw else SELF_MAPPED_PARAMS
     for preset, table in raw.items():
         tables[preset], names = _normalise_table(name, table, param_names or names or None)
 
@@ -168,17 +180,54 @@ def register(
 
 
 def _load_entry_points() -> None:
-    global _ENTRY_POINTS_LOADED
+    """Register the corruptions installed packages declare (entry-point group ``corruptions``).
+
+    Contract for a plug-in package: each entry point's name is a corruption name, and its
+    object is either a function ``fn(images, params, rng)`` carrying ``fn._corruption_table``
+    (the keyword arguments of :func:`register`: group, presets, param_names, random, ...),
+    registered under that name, or a module / object whose import registers that name with
+    ``@corruptions.register``. Entry points load on the first registry call. One that
+    fails (import error, the name left unregistered, a clash with a registered name) makes
+    that and every later registry call fail with the same one-line error naming it, until
+    the package is fixed or uninstalled: results never silently depend on whether a
+    plug-in happened to load.
+    """
+    global _ENTRY_POINTS_LOADED, _ENTRY_POINT_ERROR
+    if _ENTRY_POINT_ERROR is not None:
+        raise CorruptionError(_ENTRY_POINT_ERROR)
     if _ENTRY_POINTS_LOADED:
         return
     _ENTRY_POINTS_LOADED = True
+    problems = []
     for ep in entry_points(group="corruptions"):
         try:
-            obj = ep.load()
-        except Exception as exc:  # a broken third-party plug-in must not break the registry
-            raise CorruptionError(f"corruption plug-in entry point {ep.name!r} failed to load: {exc}") from exc
-        if callable(obj) and ep.name not in _REGISTRY and getattr(obj, "_corruption_table", None):
-            register(ep.name, source=f"entry point {ep.value}", **obj._corruption_table)(obj)
+            _register_entry_point(ep)
+        except Exception as exc:  # a broken third-party plug-in: one line naming it, every time
+            first = (str(exc).splitlines() or [""])[0]
+            problems.append(f"{ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {first}")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        _ENTRY_POINT_ERROR = (f"corruption plug-in entry point {problems[0]}{more}; fix or uninstall "
+                              "the package that provides it")  # fmt: skip
+        raise CorruptionError(_ENTRY_POINT_ERROR)
+
+
+def _register_entry_point(ep: Any) -> None:
+    """Load one entry point and make sure it registered the corruption it is named after."""
+    obj = ep.load()
+    source = f"entry point {ep.value}"
+    table = getattr(obj, "_corruption_table", None)
+    if callable(obj) and table:
+        clash = _REGISTRY.get(ep.name)
+        if clash is not None and clash.fn is not obj:
+            raise CorruptionError(f"the name {ep.name!r} is already registered ({clash.source})")
+        if clash is None:
+            register(ep.name, source=source, **table)(obj)
+    if ep.name not in _REGISTRY:
+        raise CorruptionError(f"it registered no corruption {ep.name!r} (give the function a "
+                              "_corruption_table, or register the name when the module is imported)")
+    if _REGISTRY[ep.name].source == "builtin" and ep.name not in COMMON + EXTRA:
+        _REGISTRY[ep.name] = Corruption(**{**_REGISTRY[ep.name].__dict__, "source": source})
 
 
 def load_plugin(path: str | os.PathLike) -> list[str]:
@@ -369,6 +418,8 @@ def apply(
                 f"parameters: {', '.join(corruption.param_names)}"
             )
         p.update(params)
+        if not corruption.presets:  # self-mapped: the preset is known here, not to the caller
+            p.setdefault("preset", preset)
         missing = set(corruption.param_names) - set(p)
         if missing:
             defaults = corruption.extra.get("defaults", {})

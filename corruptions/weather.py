@@ -7,9 +7,11 @@ have, the replacement is stated in the function's docstring:
 
 - snow: ImageMagick motion blur -> :func:`corruptions.motion.apply_motion_blur` (same
   kernel); ``scipy.ndimage.zoom(order=1)`` -> the same bilinear sampling, computed exactly.
-- frost: the six frost photographs are not redistributable here -> a procedural frost
-  texture bank (see :func:`frost_texture_bank`), or your own photographs through
-  :func:`set_frost_images` / ``$ACTBENCH_FROST_DIR`` (then exact up to the RNG).
+- frost: the six frost photographs are not redistributable here; they are used when a
+  folder is given (:func:`set_frost_images`, ``$ACTBENCH_FROST_DIR``) or an installed
+  package ships them (imagecorruptions), then exact up to the RNG; otherwise a
+  procedural frost texture bank (see :func:`frost_texture_bank`). :func:`frost_info`
+  says which, and manifests record it.
 - fog: the diamond-square plasma fractal, vectorised over the batch, exact algorithm.
 - spatter: OpenCV's Canny, distance transform, equalizeHist -> tensor versions
   (Canny with L1 Sobel magnitude, non-maximum suppression and iterated hysteresis;
@@ -152,37 +154,90 @@ FROST_FERNS = 25.0  # dendrites per (image side)^2
 FROST_NEEDLES = 100.0  # loose ice needles per (image side)^2
 FROST_BANK_SEED = 0x0F2057
 
-_frost_dir: Path | None = None
+#: Installed packages known to ship frost photographs, and the folder inside each.
+FROST_PACKAGES = (("imagecorruptions", "frost"),)
+#: ``set_frost_images`` / ``$ACTBENCH_FROST_DIR`` value forcing the procedural texture.
+PROCEDURAL = "procedural"
+
+_frost_dir: Path | str | None = None  # a folder, PROCEDURAL, or None (the default order)
 _frost_cache: dict[tuple, object] = {}
 
 
 def set_frost_images(path: str | os.PathLike | None) -> None:
     """Use the frost photographs in folder ``path`` (png/jpg) for ``frost``; None: back to default.
 
-    The default is ``$ACTBENCH_FROST_DIR`` when set, else the procedural texture bank.
-    With the six photographs of the reference code this reproduces its frost exactly
-    (apart from the random numbers themselves).
+    Precedence (first that applies): this folder; ``$ACTBENCH_FROST_DIR``; the photographs
+    of an installed package that ships them (imagecorruptions: ``imagecorruptions/frost/``,
+    found without importing it); the procedural texture bank. ``"procedural"`` (here or
+    in the variable) forces the texture. With the reference's six photographs frost is
+    the reference's, apart from the random numbers themselves.
     """
     global _frost_dir
-    if path is None:
-        _frost_dir = None
+    if path is None or str(path) == PROCEDURAL:
+        _frost_dir = None if path is None else PROCEDURAL
         return
     p = Path(path)
     _frost_files(p)  # validate now: a bad folder is a one-line error here, not mid-run
     _frost_dir = p
 
 
+def _package_frost_dir() -> tuple[str, Path] | None:
+    """(package, folder) of the first installed package in FROST_PACKAGES holding frost images."""
+    import importlib.util
+
+    for package, sub in FROST_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(package)  # locates, does not import (cv2 stays unloaded)
+        except (ImportError, ValueError):
+            continue
+        for loc in (spec.submodule_search_locations or []) if spec else []:
+            folder = Path(loc) / sub
+            try:
+                _frost_files(folder)
+            except CorruptionError:  # a package version without the photographs
+                continue
+            return package, folder
+    return None
+
+
+def frost_info() -> dict[str, str | None]:
+    """Where frost textures come from now, for manifests.
+
+    ``source``: ``folder`` (set_frost_images), ``environment`` ($ACTBENCH_FROST_DIR),
+    ``package`` (an installed package's photographs) or ``procedural``; ``path`` and
+    ``package`` where they apply.
+    """
+    if isinstance(_frost_dir, Path):
+        return {"source": "folder", "path": str(_frost_dir), "package": None}
+    env = os.environ.get("ACTBENCH_FROST_DIR")
+    if _frost_dir is None and env and env != PROCEDURAL:
+        return {"source": "environment", "path": env, "package": None}
+    found = _package_frost_dir() if _frost_dir is None and not env else None
+    if found is not None:
+        return {"source": "package", "path": str(found[1]), "package": found[0]}
+    return {"source": PROCEDURAL, "path": None, "package": None}
+
+
+def frost_description(info: dict[str, str | None] | None = None) -> str:
+    """One line naming the frost source (printed by the CLI)."""
+    info = info or frost_info()
+    where = {"folder": "the folder given", "environment": "$ACTBENCH_FROST_DIR",
+             "package": f"the installed {info['package']} package"}.get(str(info["source"]))  # fmt: skip
+    if where is not None:
+        return f"frost: photographs from {where} ({info['path']})"
+    return ("frost: procedural ice texture (no frost photographs: install imagecorruptions, "
+            "or set ACTBENCH_FROST_DIR / --frost-dir to a folder of them)")
+
+
 def frost_source() -> str:
     """Where frost textures come from now: a folder path, or ``"procedural"``."""
     d = _active_frost_dir()
-    return str(d) if d is not None else "procedural"
+    return str(d) if d is not None else PROCEDURAL
 
 
 def _active_frost_dir() -> Path | None:
-    if _frost_dir is not None:
-        return _frost_dir
-    env = os.environ.get("ACTBENCH_FROST_DIR")
-    return Path(env) if env else None
+    info = frost_info()
+    return Path(info["path"]) if info["path"] else None
 
 
 def _frost_files(folder: Path) -> list[Path]:
@@ -205,7 +260,7 @@ def _frost_scale(h: int, w: int) -> float:
 
 def _load_frost_photos(folder: Path, h: int, w: int, device: torch.device) -> list[torch.Tensor]:
     """The folder's photographs as float RGB (3, h', w') rescaled like the reference, cached."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    from corruptions.imageio import read_image
 
     key = ("photos", str(folder.resolve()), h, w, str(device))
     cached = _frost_cache.get(key)
@@ -215,9 +270,9 @@ def _load_frost_photos(folder: Path, h: int, w: int, device: torch.device) -> li
     photos = []
     for f in _frost_files(folder):
         try:
-            img = decode_image(read_file(str(f)), mode=ImageReadMode.RGB)
-        except Exception as exc:  # corrupt file: one line naming it
-            raise CorruptionError(f"cannot read frost image {f}: {exc}") from exc
+            img = read_image(f, 3)
+        except CorruptionError as exc:  # corrupt file: one line naming it
+            raise CorruptionError(f"frost image: {exc}") from exc
         t = img.to(device=device, dtype=torch.float32).unsqueeze(0) / 255.0
         ph, pw = t.shape[-2:]
         nh, nw = int(round(ph * fx)), int(round(pw * fx))

@@ -7,6 +7,9 @@ order, ``in_chans``, ``input_size`` [C, H, W], ``mean``/``std`` for input normal
 the dataset and its classes, the training config, seed, metrics, git commit and versions;
 :func:`load_checkpoint` rebuilds the network with ``models.build_model`` from it.
 
+Every checkpoint folder also gets a timm-style ``config.json`` (:mod:`robustbench_act.hub`),
+and ``local-dir:DIR`` / ``hf-hub:ORG/NAME`` folders in timm's layout load too, as do the
+LayerAct authors' released CIFAR ResNets (:mod:`robustbench_act.layeract_checkpoints`).
 Plain torch/timm state-dict files (``.pth``/``.pt``/``.bin``/``.safetensors``) load too when
 the caller names the architecture (``model=`` a module, or a model name plus arch kwargs).
 Pickles are always read with ``torch.load(weights_only=True)``: a file that needs code
@@ -35,7 +38,6 @@ WEIGHTS_NAME = "model.safetensors"
 META_NAME = "model.json"
 PLAIN_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema")
-STRIP_PREFIXES = ("module.", "_orig_mod.")
 ARCH_KEYS = ("num_classes", "activation", "order", "in_chans")
 
 
@@ -86,8 +88,22 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
     full["weights"] = wpath.name
     full["num_parameters"] = int(sum(p.numel() for p in model.parameters()))
     atomic_write(wpath, lambda p: save_file(state, str(p), metadata={"format": "pt", "producer": FORMAT}))
+    if mpath.name == META_NAME and "model" in full:  # a checkpoint folder: timm / hub layout too
+        from robustbench_act.hub import CONFIG_NAME, timm_config
+
+        config = timm_config(full, model)
+        if config is not None:
+            atomic_write_json(mpath.parent / CONFIG_NAME, config)
     atomic_write_json(mpath, full)
     return Path(path)
+
+
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file's content; unreadable or invalid JSON is a one-line UserError naming ``what``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"unreadable {what} {path}: {exc}") from exc
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -95,27 +111,17 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     _, mpath = checkpoint_paths(path)
     if not mpath.is_file():
         raise UserError(f"no checkpoint metadata at {mpath}")
-    try:
-        meta = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"unreadable checkpoint metadata {mpath}: {exc}") from exc
+    meta = read_json(mpath, "checkpoint metadata")
     if not isinstance(meta, dict) or "model" not in meta:
         raise UserError(f"{mpath} is not an actbench checkpoint description (no 'model' entry)")
     return meta
 
 
 def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    for k, v in sd.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in STRIP_PREFIXES:
-                if k.startswith(prefix):
-                    k = k[len(prefix) :]
-                    changed = True
-        out[k] = v
-    return out
+    """Drop DDP / torch.compile wrapper prefixes (``module.``, ``_orig_mod.``): timm's clean_state_dict."""
+    from timm.models import clean_state_dict
+
+    return clean_state_dict(sd)
 
 
 def _unwrap(obj: Any, path: Path, *, ema: bool) -> dict[str, torch.Tensor]:
@@ -222,29 +228,28 @@ def load_checkpoint(
     build: bool = True,
     ema: bool = False,
     strict: bool = True,
+    download: bool = False,
     **arch: Any,
 ) -> tuple[nn.Module | None, dict[str, Any]]:
-    """Load a checkpoint (this project's format, or a plain state dict with ``model=``).
+    """Load a checkpoint (this project's format, a timm/hub folder, or a plain state dict with ``model=``).
 
-    Returns ``(model in eval mode on device, metadata)``; with ``build=False`` and no
-    ``model``, only the metadata is read and the model is None.
+    ``path`` may be ``local-dir:DIR`` or ``hf-hub:ORG/NAME[@REV]`` (the local Hugging Face
+    cache; fetched only with ``download=True``), see :mod:`robustbench_act.hub`. Returns
+    ``(model in eval mode on device, metadata)``; with ``build=False`` and no ``model``,
+    only the metadata is read and the model is None.
     """
+    from robustbench_act import hub
+
+    if hub.is_hub_spec(path):
+        return _load_hub(str(path), device=device, model=model, build=build, strict=strict,
+                         download=download, arch=arch)
     p = Path(path)
     if is_checkpoint(p):
         meta = read_meta(p)
         if model is None and not build:
             return None, meta
         wpath, _ = checkpoint_paths(p)
-        state = read_state_dict(wpath)
-        if isinstance(model, nn.Module):
-            net = model
-        else:
-            merged = dict(meta)
-            if isinstance(model, str):
-                merged["model"] = model
-            merged.update({k: v for k, v in arch.items() if v is not None})
-            net = build_from_meta(merged)
-        load_into(net, state, source=p, strict=strict)
+        net = _described_model(meta, model, arch, read_state_dict(wpath), source=p, strict=strict)
         return net.to(device).eval(), meta
     if p.is_dir():
         found = [c for c in sorted(p.iterdir()) if c.suffix in PLAIN_SUFFIXES]
@@ -259,12 +264,23 @@ def load_checkpoint(
     if p.suffix == ".json":
         raise UserError(f"{p}: its weights file {p.with_suffix('.safetensors').name} is missing")
     meta: dict[str, Any] = {"format": "state_dict", "source": str(p)}
+    no_model = UserError(f"{p} is a plain weights file without {META_NAME}; name its architecture "
+                         f"(--model NAME [--num-classes N] [--activation SPEC]) to load it")
+    try:
+        state = read_state_dict(p, ema=ema)
+    except UserError:
+        if model is None:  # the first thing to fix is the missing architecture
+            raise no_model from None
+        raise
+    from robustbench_act import layeract_checkpoints as layeract
+
+    if layeract.is_layeract_state(state):  # the LayerAct authors' released CIFAR ResNets
+        state, found = layeract.convert_state(state, source=p)
+        if not isinstance(model, nn.Module):
+            meta = {**layeract.resolve_meta(found, arch, model, p), "source": str(p)}
+            model = build_from_meta(meta)
     if model is None:
-        raise UserError(
-            f"{p} is a plain weights file without {META_NAME}; name its architecture "
-            f"(--model NAME [--num-classes N] [--activation SPEC]) to load it"
-        )
-    state = read_state_dict(p, ema=ema)
+        raise no_model
     if isinstance(model, nn.Module):
         net = model
     else:
@@ -274,6 +290,37 @@ def load_checkpoint(
         net = build_from_meta(meta)
     load_into(net, state, source=p, strict=strict)
     return net.to(device).eval(), meta
+
+
+def _load_hub(spec: str, *, device: str | torch.device, model: nn.Module | str | None, build: bool,
+              strict: bool, download: bool, arch: Mapping[str, Any]) -> tuple[nn.Module | None, dict[str, Any]]:
+    """load_checkpoint for ``local-dir:`` / ``hf-hub:`` specs (a self-describing folder)."""
+    from robustbench_act import hub
+
+    folder, meta = hub.describe(spec, download=download)
+    if is_checkpoint(folder):
+        net, own = load_checkpoint(folder, device=device, model=model, build=build, strict=strict, **arch)
+        return net, {**own, "source": spec}
+    if model is None and not build:
+        return None, meta
+    state = read_state_dict(hub.weights_file(folder))
+    net = _described_model(meta, model, arch, state, source=spec, strict=strict)
+    return net.to(device).eval(), meta
+
+
+def _described_model(meta: Mapping[str, Any], model: nn.Module | str | None, arch: Mapping[str, Any],
+                     state: Mapping[str, torch.Tensor], *, source: str | Path, strict: bool) -> nn.Module:
+    """``model`` (a module), or the network ``meta`` describes with the given overrides, loaded with ``state``."""
+    if isinstance(model, nn.Module):
+        net = model
+    else:
+        merged = dict(meta)
+        if isinstance(model, str):
+            merged["model"] = model
+        merged.update({k: v for k, v in arch.items() if v is not None})
+        net = build_from_meta(merged)
+    load_into(net, state, source=source, strict=strict)
+    return net
 
 
 def _guess_num_classes(state: Mapping[str, torch.Tensor]) -> int:

@@ -14,9 +14,8 @@ Specs understood by :func:`load_dataset`:
   ``$ACTBENCH_DATA`` or ``./data``); downloaded only with ``download=True``.
 - ``imagefolder:PATH``: ``PATH/test`` (or ``PATH/val``) for the test split, ``PATH/train``
   for the train split, or ``PATH`` itself when it holds class folders.  Small images
-  (<= 64 px) are decoded once into one in-memory uint8 tensor (JPEGs in batches with
-  ``torchvision.io.decode_jpeg``) and optionally cached on disk; larger images are decoded
-  per item and resized (shorter side to ``image_size / 0.875``, centre crop ``image_size``,
+  (<= 64 px) are decoded once (Pillow) into one in-memory uint8 tensor and optionally
+  cached on disk; larger images are decoded per item and resized (shorter side to ``image_size / 0.875``, centre crop ``image_size``,
   default 224).  Samples are ordered round-robin over classes so that ``limit`` stays
   class-balanced.  Normalisation constants: CIFAR-10's for 10-class 32x32 trees, else
   ImageNet's (fixed, so train and test splits agree).
@@ -30,7 +29,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -171,6 +169,52 @@ class CDatasetFamily:
         return f"CDatasetFamily({self.name!r})"
 
 
+class TensorImages(Dataset):
+    """A plain (images, labels) pair as a dataset the evaluation engine reads.
+
+    ``images`` (N, C, H, W) uint8 (0..255) or float in [0, 1]; the model sees them as
+    [0, 1] values without normalisation (mean 0, std 1), RobustBench's convention.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, name: str = "tensors",
+                 num_classes: int | None = None) -> None:  # fmt: skip
+        if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
+            raise UserError("give images and labels as torch tensors (x, y)")
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise UserError(f"images must be (N, C, H, W) with C = 1 or 3, got {tuple(images.shape)}")
+        if images.dtype != torch.uint8 and not images.is_floating_point():
+            raise UserError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
+        labels = labels.reshape(-1).long()
+        if len(labels) != len(images):
+            raise UserError(f"{len(images)} images but {len(labels)} labels")
+        self.name = name
+        self.images = images
+        self.labels = labels
+        self.channels = int(images.shape[1])
+        self.image_size = (int(images.shape[2]), int(images.shape[3]))
+        self.num_classes = int(num_classes or (int(labels.max()) + 1 if len(labels) else 0))
+        self.classes = [str(i) for i in range(self.num_classes)]
+        self.mean = (0.0,) * self.channels
+        self.std = (1.0,) * self.channels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], int(self.labels[i])
+
+
+def as_dataset(data: Any) -> Any:
+    """``data`` as an evaluable dataset: a TensorDataset or an (x, y) tensor pair become TensorImages."""
+    if isinstance(data, torch.utils.data.TensorDataset):
+        if len(data.tensors) != 2:
+            raise UserError(f"a TensorDataset to evaluate needs (images, labels), got {len(data.tensors)} tensors")
+        return TensorImages(*data.tensors)
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        return TensorImages(data[0], data[1])
+    return data
+
+
 # ----------------------------------------------------------------------------- public API
 
 
@@ -206,6 +250,7 @@ def load_dataset(
             raise UserError(f"dataset folder not found: {path}")
         if kind == "imagefolder":
             return _load_imagefolder(spec, path, split, limit, image_size)
+        path = _c_folder(kind, path)
         family = CDatasetFamily(spec, kind, path, limit=limit, image_size=image_size)
         if corruption is None and severity is None:
             return family
@@ -280,26 +325,11 @@ def _resize_batch(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=1)
 def _digits_raw() -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's bundled digits (1797 x 8x8, 0..16) read from its CSV without importing sklearn."""
-    import importlib.util
+    """scikit-learn's bundled digits (1797 x 8x8, values 0..16) through its public loader."""
+    from sklearn.datasets import load_digits
 
-    spec = importlib.util.find_spec("sklearn")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    csv = next((Path(p) / "datasets" / "data" / "digits.csv.gz" for p in locations), None)
-    if csv is not None and csv.is_file():
-        import gzip
-
-        import numpy as np
-
-        with gzip.open(csv, "rt") as fh:
-            arr = np.loadtxt(fh, delimiter=",", dtype=np.float32)
-        images, target = arr[:, :-1].reshape(-1, 8, 8), arr[:, -1]
-    else:  # pragma: no cover - layout changed: use the public loader
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        images, target = bunch.images, bunch.target
-    return torch.as_tensor(images, dtype=torch.float32), torch.as_tensor(target).long()
+    bunch = load_digits()
+    return torch.as_tensor(bunch.images, dtype=torch.float32), torch.as_tensor(bunch.target).long()
 
 
 def _stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -408,15 +438,14 @@ def _scan_imagefolder(croot: Path) -> tuple[list[str], list[str], list[int]]:
 
 
 def _read_image(path: str) -> torch.Tensor:
-    """Decode one image file to uint8 RGB (C,H,W)."""
-    with warnings.catch_warnings():  # torchvision.io's deprecation notice: its decoders are fine
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        from torchvision.io import ImageReadMode, decode_image, read_file
+    """Decode one image file to uint8 RGB (C,H,W) with Pillow."""
+    from corruptions import CorruptionError
+    from corruptions.imageio import read_image
 
-        try:
-            return decode_image(read_file(path), mode=ImageReadMode.RGB)
-        except RuntimeError as exc:
-            raise UserError(f"cannot decode image {path}: {exc}") from exc
+    try:
+        return read_image(path, 3)
+    except CorruptionError as exc:
+        raise UserError(str(exc)) from exc
 
 
 def _decode_resized(path: str, size: tuple[int, int]) -> torch.Tensor:
@@ -433,31 +462,8 @@ def _decode_resized(path: str, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _decode_all(files: list[str]) -> list[torch.Tensor]:
-    """Decode many small images; JPEGs in batches through decode_jpeg."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        return _decode_all_inner(files)
-
-
-def _decode_all_inner(files: list[str]) -> list[torch.Tensor]:
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
-
-    out: list[torch.Tensor | None] = [None] * len(files)
-    jpeg_pos = [i for i, f in enumerate(files) if f.lower().endswith((".jpg", ".jpeg"))]
-    batch = 1024
-    for start in range(0, len(jpeg_pos), batch):
-        pos = jpeg_pos[start : start + batch]
-        data = [read_file(files[i]) for i in pos]
-        try:
-            decoded = decode_jpeg(data, mode=ImageReadMode.RGB)
-        except RuntimeError:  # one bad file: decode one by one to name it
-            decoded = [_read_image(files[i]) for i in pos]
-        for i, img in zip(pos, decoded):
-            out[i] = img
-    for i, img in enumerate(out):
-        if img is None:
-            out[i] = _read_image(files[i])
-    return out  # type: ignore[return-value]
+    """Decode many small images (Pillow, one by one)."""
+    return [_read_image(f) for f in files]
 
 
 def _cache_dir() -> Path | None:
@@ -540,6 +546,29 @@ def _c_dataset_class(kind: str) -> Any:
     return cds.CIFARCDataset if kind.startswith("cifar") else cds.ImageNetCDataset
 
 
+#: RobustBench's folder names inside its data_dir (``<data_dir>/CIFAR-10-C/<corruption>.npy``).
+C_FOLDER_NAMES = {"cifar10-c": "CIFAR-10-C", "cifar100-c": "CIFAR-100-C", "imagenet-c": "ImageNet-C",
+                  "tinyimagenet-c": "Tiny-ImageNet-C"}  # fmt: skip
+
+
+def _c_folder(kind: str, path: Path) -> Path:
+    """The folder holding the corruption files: ``path`` itself or RobustBench's ``path/CIFAR-10-C``.
+
+    A folder with neither is a one-line error saying what it should hold.
+    """
+    if not path.is_dir():
+        raise UserError(f"dataset folder not found: {path}")
+    if _c_corruptions(kind, path):
+        return path
+    sub = path / C_FOLDER_NAMES[kind]
+    if sub.is_dir() and _c_corruptions(kind, sub):
+        return sub
+    what = ("<corruption>.npy files and labels.npy" if kind.startswith("cifar")
+            else "<corruption>/<severity>/<class>/<image> folders")  # fmt: skip
+    raise UserError(f"no corruption files in {path}: a {kind} folder holds {what}, either directly "
+                    f"or in {C_FOLDER_NAMES[kind]}/ (RobustBench's data_dir layout)")
+
+
 def _c_corruptions(kind: str, path: Path) -> list[str]:
     """Corruption names present in a *-C folder (from its manifest when it has one)."""
     from corruptions.datasets import read_manifest
@@ -552,7 +581,8 @@ def _c_corruptions(kind: str, path: Path) -> list[str]:
         return [str(c) for c in manifest["corruptions"]]
     if kind.startswith("cifar"):
         return sorted(p.stem for p in path.glob("*.npy") if p.stem != "labels")
-    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and any((p / str(s)).is_dir() for s in range(1, 6)))  # <name>/<severity>/
 
 
 def _load_c(

@@ -277,8 +277,10 @@ def evaluate_tables(models: nn.Module | Mapping[Any, nn.Module], dataset: Any, *
     """Evaluate ``models`` (one module or key -> module) in one pass per corruption; four tables.
 
     ``dataset``: (uint8 CHW image, label) items with ``name``, ``num_classes``, ``mean``,
-    ``std`` attributes, or a precomputed ``*-C`` family (``.get(corruption, severity)``),
-    then ``clean`` is the aligned clean dataset (optional). ``seed`` keys the corruptions'
+    ``std`` attributes, a plain ``TensorDataset`` or ``(x, y)`` tensor pair (fed as [0, 1]
+    images without normalisation, see :class:`~robustbench_act.data.TensorImages`), or a
+    precomputed ``*-C`` family (``.get(corruption, severity)``), then ``clean`` is the
+    aligned clean dataset (optional). ``seed`` keys the corruptions'
     random numbers; ``indices_offset`` is added to dataset positions to form the global
     sample indices. ``info[key]`` overrides the model-key columns (run, model, activation,
     order, seed, dataset). ``skip_cells`` are not computed (resume); ``on_cell_done`` gets
@@ -289,7 +291,11 @@ def evaluate_tables(models: nn.Module | Mapping[Any, nn.Module], dataset: Any, *
     :class:`robustbench_act.preprocess.Preprocess` (resize, crop, normalise); models without
     an entry are normalised with the dataset's constants.
     """
+    from robustbench_act.data import as_dataset
+
     check_level(probes)
+    dataset = as_dataset(dataset)
+    clean = as_dataset(clean) if clean is not None else None
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     if num_workers < 0:

@@ -33,9 +33,11 @@ def git_commit(path: str | Path | None = None) -> str | None:
 def versions() -> dict[str, str]:
     """Versions of Python and of the libraries that change numbers."""
     out = {"python": platform.python_version(), "robustbench_act": robustbench_act.__version__}
-    for mod in ("torch", "torchvision", "timm", "numpy", "pandas", "corruptions"):
+    for mod, key in (("torch", "torch"), ("torchvision", "torchvision"), ("timm", "timm"),
+                     ("numpy", "numpy"), ("pandas", "pandas"), ("PIL", "pillow"),
+                     ("corruptions", "corruptions")):  # fmt: skip
         try:
-            out[mod] = __import__(mod).__version__
+            out[key] = __import__(mod).__version__
         except Exception:  # a missing optional library is simply not listed
             continue
     return out

@@ -65,6 +65,15 @@ def parse_corruptions(spec: str | Sequence[str]) -> list[str]:
         raise UserError(str(exc)) from None
 
 
+def frost_provenance(corruptions: Sequence[str]) -> dict[str, Any] | None:
+    """Where the frost corruption's textures come from (photographs or procedural), when frost is run."""
+    if "frost" not in corruptions:
+        return None
+    from corruptions.weather import frost_info
+
+    return frost_info()
+
+
 def parse_list(spec: str | Sequence[str] | None) -> list[str]:
     """'a,b,c' -> ['a', 'b', 'c'] (empty parts dropped)."""
     if spec is None:
@@ -186,6 +195,7 @@ def run_models(models: Mapping[str, nn.Module], info: Mapping[str, Mapping[str, 
     main = dist.is_main_process()
     run = out.name
     if manifest is None:
+        config = {**config, "frost": config.get("frost", frost_provenance(corruptions))}
         manifest = {**base_manifest(seed=seed, config=config, device=device), "run": run}
     if begun is None:
         begun = _checked(lambda: store.begin(manifest, resume=resume))
@@ -283,7 +293,8 @@ def run_default(activations: Sequence[str] = DEFAULT_ACTIVATIONS, out: str | Pat
         "order": order, "activations": specs, "seeds": seed_list, "corruptions": corrs, "severities": sevs,
         "corruption_seed": int(corruption_seed), "preset": preset, "limit": limit, "n_images": len(test),
         "num_classes": test.num_classes, "batch_size": batch_size, "probes": probes, "amp": amp,
-        "train": cfg.to_dict(), "world_size": dist.world_size(), "clean": True, "models": models_info,
+        "train": cfg.to_dict(), "world_size": dist.world_size(), "clean": True, "frost": frost_provenance(corrs),
+        "models": models_info,
     }  # fmt: skip
     from robustbench_act.manifest import base_manifest
 
@@ -363,9 +374,13 @@ def _trained(folder: Path) -> bool:
 
 def load_models(checkpoints: Sequence[str | Path], *, device: torch.device, model: str | None = None,
                 activation: str | None = None, order: str | None = None,
-                num_classes: int | None = None, in_chans: int | None = None
+                num_classes: int | None = None, in_chans: int | None = None, download: bool = False,
                 ) -> tuple[dict[str, nn.Module], dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    """Load checkpoints (this project's format, or plain state dicts with ``model``); keys unique."""
+    """Load checkpoints (this project's format, timm/hub folders, or plain state dicts with ``model``).
+
+    Keys are unique; ``download`` lets ``hf-hub:`` specs missing from the cache be fetched.
+    """
+    from robustbench_act import hub
     from robustbench_act.activations import canonical_spec
     from robustbench_act.checkpoint import is_checkpoint, load_checkpoint, read_meta
 
@@ -374,10 +389,10 @@ def load_models(checkpoints: Sequence[str | Path], *, device: torch.device, mode
     metas: list[dict[str, Any]] = []
     for ck in checkpoints:
         arch = {"activation": activation, "order": order, "num_classes": num_classes, "in_chans": in_chans}
-        if is_checkpoint(ck):
-            # this project's checkpoints describe their own architecture: an override that differs
-            # would evaluate trained weights under another network, so it is refused
-            saved = read_meta(ck)
+        if is_checkpoint(ck) or hub.is_hub_spec(ck):
+            # self-describing checkpoints (ours, timm config.json): an override that differs would
+            # evaluate trained weights under another network, so it is refused
+            saved = read_meta(ck) if is_checkpoint(ck) else hub.describe(ck, download=download)[1]
             given = {"model": model, "activation": activation, "order": order}
             for k, v in given.items():
                 if v is None:
@@ -390,7 +405,7 @@ def load_models(checkpoints: Sequence[str | Path], *, device: torch.device, mode
             model_arg, arch = None, {}
         else:
             model_arg = model
-        net, meta = load_checkpoint(ck, device=device, model=model_arg, **arch)
+        net, meta = load_checkpoint(ck, device=device, model=model_arg, download=download, **arch)
         assert net is not None
         act = str(meta.get("activation") or activation or "default")
         row = {

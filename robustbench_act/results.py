@@ -56,7 +56,9 @@ STATUS_COMPLETE = "complete"
 STATUS_INCOMPLETE = "incomplete"
 #: Config keys that must agree for ``--resume`` to continue a run.
 RESUME_KEYS = ("dataset", "corruptions", "severities", "corruption_seed", "limit", "batch_size",
-               "probes", "models", "preset")  # fmt: skip
+               "probes", "models", "preset", "frost")  # fmt: skip
+#: The frost source of runs recorded before manifests named it (the default then).
+LEGACY_FROST = {"source": "procedural", "path": None, "package": None}
 
 
 def arrow_schema(table: str) -> Any:
@@ -192,11 +194,15 @@ class RunStore:
             what = "a complete run" if complete else "an unfinished run (continue it with --resume)"
             raise UserError(f"--out {self.path} already holds {what}; choose another --out")
         old_cfg, new_cfg = existing.get("config", {}), manifest.get("config", {})
+        if not complete and new_cfg.get("frost") and "frost" not in old_cfg:
+            old_cfg = {**old_cfg, "frost": LEGACY_FROST}  # started before manifests named it
         diff = [k for k in RESUME_KEYS if k in old_cfg and k in new_cfg and old_cfg[k] != new_cfg[k]]
         if diff:
             k = diff[0]
+            hint = (" (ACTBENCH_FROST_DIR=procedural or a folder picks the frost source)"
+                    if k == "frost" else "")  # fmt: skip
             raise UserError(f"--resume: {self.path} was run with {k}={old_cfg[k]!r}, not {new_cfg[k]!r}; "
-                            "use the same options or another --out")
+                            f"use the same options or another --out{hint}")
         if complete:
             return "complete"
         kept = {k: existing[k] for k in ("started", "run") if k in existing}

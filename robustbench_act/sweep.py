@@ -27,10 +27,11 @@ model sees the same corrupted images and cells compare pairwise.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,36 @@ def parse_shard(spec: str | None) -> tuple[int, int]:
     if n < 1 or not 0 <= i < n:
         raise UserError(f"bad shard {spec!r}: need 0 <= i < n")
     return i, n
+
+
+SLURM_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN",
+              "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_STEP")  # fmt: skip
+
+
+def shard_from_slurm(env: Mapping[str, str] | None = None) -> tuple[tuple[int, int], str] | None:
+    """(shard, where it came from) of a Slurm array task, or None outside one.
+
+    Task k of an array ``--array=MIN-MAX:STEP`` is shard ``(k - MIN) / STEP`` of
+    ``SLURM_ARRAY_TASK_COUNT`` (else ``(MAX - MIN) / STEP + 1``), so ``sbatch --array=0-7``
+    (or ``1-8``) runs the 8 shards without a --shard in the job script.
+    """
+    env = os.environ if env is None else env
+    if not env.get("SLURM_ARRAY_TASK_ID"):
+        return None
+    try:
+        vals = {k: int(env[k]) for k in SLURM_VARS if env.get(k)}
+    except ValueError:
+        raise UserError(f"unreadable Slurm array variables: "
+                        f"{', '.join(f'{k}={env[k]}' for k in SLURM_VARS if env.get(k))}") from None
+    task, low = vals["SLURM_ARRAY_TASK_ID"], vals.get("SLURM_ARRAY_TASK_MIN", 0)
+    step = vals.get("SLURM_ARRAY_TASK_STEP", 1)
+    count = vals.get("SLURM_ARRAY_TASK_COUNT")
+    if count is None and "SLURM_ARRAY_TASK_MAX" in vals:
+        count = (vals["SLURM_ARRAY_TASK_MAX"] - low) // step + 1
+    used = ", ".join(f"{k}={vals[k]}" for k in SLURM_VARS if k in vals)
+    if count is None or step < 1 or (task - low) % step or not 0 <= (task - low) // step < count:
+        raise UserError(f"cannot derive --shard from the Slurm array ({used}); give --shard i/n")
+    return ((task - low) // step, count), used
 
 
 def plan_cells(models: Sequence[str], activations: Sequence[str], orders: Sequence[str],
@@ -316,6 +347,32 @@ def combine(out: str | Path, cells: Sequence[Cell]) -> pd.DataFrame:
     return table
 
 
+def check_frost_source(out: Path, cells: Sequence[Cell], corruptions: Sequence[str]) -> None:
+    """Refuse to go on with a sweep whose evaluated cells used another frost source than now.
+
+    Cells evaluated before manifests named it count as procedural (the default then).
+    Without this, installing imagecorruptions mid-sweep would mix frost photographs and
+    the procedural texture across the cells of one comparison.
+    """
+    from robustbench_act.pipeline import frost_provenance
+    from robustbench_act.results import LEGACY_FROST, read_manifest
+
+    now = frost_provenance(corruptions)
+    if now is None:
+        return
+    for c in cells:
+        man = read_manifest(out / c.name / EVAL_DIR)
+        cfg = (man or {}).get("config") or {}
+        if man is None or "frost" not in (cfg.get("corruptions") or []):
+            continue
+        before = cfg.get("frost") or LEGACY_FROST
+        if before != now:
+            raise UserError(f"sweep {out}: cell {c.name} was evaluated with frost from "
+                            f"{before.get('path') or before['source']}, now it would be "
+                            f"{now.get('path') or now['source']}; set ACTBENCH_FROST_DIR (a folder, or "
+                            "procedural) to the source the sweep started with")
+
+
 def run_sweep(
     cells: Sequence[Cell],
     opts: SweepOptions,
@@ -338,6 +395,7 @@ def run_sweep(
     if parallel < 1:
         raise UserError(f"--parallel must be at least 1, got {parallel}")
     out = Path(opts.out)
+    check_frost_source(out, cells, opts.corruptions)
     make_folder(out)
     manifest = {
         **base_manifest(seed=None, config=dataclasses.asdict(opts), device=None), "kind": "sweep",

@@ -877,10 +877,13 @@ def recalibrate_bn(model: nn.Module, dataset: Any, *, batches: int, batch_size: 
                    device: str | torch.device = "cpu", augment: str = "none") -> int:  # fmt: skip
     """Re-estimate BatchNorm running statistics on training data (after an activation swap).
 
-    Resets running mean/var, uses a cumulative average (momentum None) over ``batches``
-    forward passes in train mode without gradients, then restores each layer's momentum.
-    Returns the number of BN layers updated.
+    ``torch.optim.swa_utils.update_bn`` on the first ``batches`` normalised batches of the
+    seeded training order (epochs repeat when the data is shorter): running statistics
+    reset, then their cumulative average (momentum None) in train mode; momenta and the
+    training flag are restored. Returns the number of BN layers updated.
     """
+    from torch.optim.swa_utils import update_bn
+
     dev = resolve_device(device)
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
@@ -889,25 +892,23 @@ def recalibrate_bn(model: nn.Module, dataset: Any, *, batches: int, batch_size: 
     cfg = TrainConfig(epochs=1, iterations=None, batch_size=min(batch_size, len(dataset)),
                       augment=augment, seed=seed, val_fraction=0.0)  # fmt: skip
     feeder = _Batches(dataset, cfg, dev, info["mean"], info["std"], channels_last=False)
-    saved = [(m, m.momentum) for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    was = model.training
-    model.train()
-    try:
-        done = 0
-        epoch = 0
+
+    def inputs() -> Iterator[torch.Tensor]:
+        done, epoch = 0, 0
         while done < batches:
             for x, _ in feeder.epoch(10_000 + epoch):
-                model(x)
+                yield x
                 done += 1
                 if done >= batches:
-                    break
+                    return
             epoch += 1
-    finally:
-        for m, mom in saved:
-            m.momentum = mom
+
+    was, momenta = model.training, [(m, m.momentum) for m in bns]
+    try:
+        update_bn(inputs(), model)
+    finally:  # update_bn restores these itself, but not when a forward raises
+        for m, momentum in momenta:
+            m.momentum = momentum
         model.train(was)
     return len(bns)
 

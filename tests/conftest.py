@@ -8,6 +8,9 @@ import pytest
 
 # Tests never read the user's dataset cache; each test that needs one sets its own.
 os.environ.setdefault("ACTBENCH_CACHE", "off")
+# Nor frost photographs an installed package happens to ship (imagecorruptions): the tests of
+# that lookup point it at their own fake package.
+os.environ.setdefault("ACTBENCH_FROST_DIR", "procedural")
 
 
 @pytest.fixture(autouse=True)
@@ -18,11 +21,13 @@ def _isolated_registries():
 
     corruption_registry._ensure_builtins()
     saved_corruptions = dict(corruption_registry._REGISTRY)
+    saved_ep = (corruption_registry._ENTRY_POINTS_LOADED, corruption_registry._ENTRY_POINT_ERROR)
     saved_activations = dict(activations._REGISTRY)
     saved_aliases = dict(activations._ALIASES)
     yield
     corruption_registry._REGISTRY.clear()
     corruption_registry._REGISTRY.update(saved_corruptions)
+    corruption_registry._ENTRY_POINTS_LOADED, corruption_registry._ENTRY_POINT_ERROR = saved_ep
     activations._REGISTRY.clear()
     activations._REGISTRY.update(saved_activations)
     activations._ALIASES.clear()

@@ -320,6 +320,7 @@ def test_frost_uses_user_photographs(tmp_path, monkeypatch):
     )  # photos upscaled
     assert torch.isfinite(small).all()
     monkeypatch.delenv("ACTBENCH_FROST_DIR")
+    monkeypatch.setattr(weather, "FROST_PACKAGES", ())  # no package's photographs either
     assert weather.frost_source() == "procedural"
     with pytest.raises(corruptions.CorruptionError, match="not found"):
         weather.set_frost_images(tmp_path / "nope")

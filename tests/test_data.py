@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torchvision.io import encode_jpeg, encode_png, write_file
 
+from corruptions.imageio import to_pil
 from robustbench_act.data import (
     ImageDataset,
     dataset_info,
@@ -16,8 +16,6 @@ from robustbench_act.data import (
     split_train_val,
 )
 from robustbench_act.errors import UserError
-
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def test_digits_splits_are_stratified_deterministic_and_disjoint() -> None:
@@ -72,8 +70,8 @@ def _write_tree(root: Path, *, n_per_class: int = 3, size: int = 12, fmt: str = 
         (root / c).mkdir(parents=True)
         for i in range(n_per_class):
             img = torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=gen)
-            data = encode_jpeg(img, quality=95) if fmt == "jpg" else encode_png(img)
-            write_file(str(root / c / f"{i:03d}.{fmt}"), data)
+            extra = {"quality": 95} if fmt == "jpg" else {}
+            to_pil(img).save(root / c / f"{i:03d}.{fmt}", **extra)
 
 
 def test_imagefolder_layouts_cache_and_balanced_limit(tmp_path: Path, monkeypatch) -> None:

@@ -21,7 +21,7 @@ app = typer.Typer(
     help="Does this activation function make a CNN more robust to noise and corruptions?",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     rich_markup_mode="rich",
 )
 
@@ -39,8 +39,20 @@ _COMMAND_MODULES = (
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _print_version(value: bool) -> None:
+    """``--version``: print the version and stop (before any command runs; torch-free)."""
+    if value:
+        from robustbench_act import __version__
+
+        typer.echo(f"actbench {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
     """Does this activation function make a CNN more robust to noise and corruptions?"""
 
 

@@ -135,6 +135,9 @@ def list_command(
         group = r["group"] + ("" if r["benchmark"] else " (extra)" if r["group"] != "extra" else "")
         t.add_row(r["name"], group, "yes" if r["random"] else "no", ", ".join(r["params"]), sev)
     Console(highlight=False, soft_wrap=False).print(t)
+    from corruptions.weather import frost_description
+
+    Console(highlight=False, soft_wrap=True).print(frost_description(), markup=False)
 
 
 def _load_preview_image(
@@ -151,14 +154,15 @@ def _load_preview_image(
     if size is not None and size < 8:
         raise UserError(f"--size must be >= 8, got {size}")
     if image is not None:
-        from torchvision.io import ImageReadMode, decode_image, read_file
+        from corruptions import CorruptionError
+        from corruptions.imageio import read_image
 
         if not image.is_file():
             raise UserError(f"image file not found: {image}")
         try:
-            img = decode_image(read_file(str(image)), mode=ImageReadMode.RGB)
-        except Exception as exc:
-            raise UserError(f"cannot read image {image}: {type(exc).__name__}: {exc}") from exc
+            img = read_image(image, 3)
+        except CorruptionError as exc:
+            raise UserError(f"cannot read image {image}: {exc}") from exc
         size = size or 32
     else:
         from robustbench_act.data import load_dataset
@@ -322,7 +326,8 @@ def export_command(
     ),
     root: Path | None = typer.Option(None, "--root", help="Data root for cifar10/cifar100."),
     frost_dir: Path | None = typer.Option(
-        None, "--frost-dir", help="Folder of frost photographs (else procedural frost)."
+        None, "--frost-dir",
+        help="Folder of frost photographs (default: $ACTBENCH_FROST_DIR, an installed package's, else procedural).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
     plugin: list[Path] = typer.Option(
@@ -387,6 +392,9 @@ def export_command(
     typer.echo(
         f"wrote {path} ({len(ds)} images x {len(selected)} corruptions x {len(sevs)} severities, {fmt})"
     )
+    frost = json.loads((path / "manifest.json").read_text(encoding="utf-8")).get("frost")
+    if frost:
+        typer.echo(weather.frost_description(frost))
 
 
 def register(app: typer.Typer) -> None:

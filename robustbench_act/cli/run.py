@@ -151,7 +151,8 @@ def json_report(outcome: Any, table: Any) -> str:
 def run_command(
     checkpoint: list[Path] | None = typer.Option(
         None, "--checkpoint", "-c", show_default=False,
-        help="Checkpoint file or folder written by actbench train (repeatable: evaluated together)."),
+        help="Checkpoint file or folder written by actbench train, local-dir:DIR (timm layout) or "
+             "hf-hub:ORG/NAME[@REV] from the local Hugging Face cache (repeatable: evaluated together)."),
     model: str | None = typer.Option(None, "--model", show_default=False,
                                      help="Model to build (default run: cnn_small) or the architecture of a plain state_dict."),
     activation: str | None = typer.Option(None, "--activation", show_default=False,
@@ -163,7 +164,8 @@ def run_command(
     dataset: str = typer.Option("digits", "--dataset", "-d", help=_DATASET_HELP),
     root: Path | None = typer.Option(None, "--root", show_default=False,
                                      help="Folder holding torchvision datasets (default: $ACTBENCH_DATA or ./data)."),
-    download: bool = typer.Option(False, "--download", help="Let torchvision download CIFAR if missing."),
+    download: bool = typer.Option(False, "--download", help="Let torchvision download CIFAR, and huggingface_hub "
+                                                            "an hf-hub: checkpoint, if missing."),
     corruptions: str = typer.Option("all", "--corruptions", help=_CORR_HELP),
     severities: str = typer.Option("1-5", "--severities", help="Severities: 1-5, 1,3,5 or one number."),
     seeds: str | None = typer.Option(
@@ -242,6 +244,11 @@ def run_command(
     console.print(table.to_rich())
     for line in table.notes:
         console.print(f"note: {line}", markup=False)
+    frost = outcome.manifest.get("config", {}).get("frost")
+    if frost:
+        from corruptions.weather import frost_description
+
+        console.print(frost_description(frost), markup=False)
     note = " (was already complete)" if outcome.status == "already complete" else ""
     console.print(f"results: {outcome.path}{note}", markup=False)
 
@@ -354,14 +361,14 @@ def _run_checkpoints(checkpoints: list[Path], *, model: str | None, activation: 
                 raise unknown(f"corruption in {dataset}", missing[0], sorted(avail))
             corrs = [c for c in corrs if c in avail]
             prog.line(f"note: {dataset} lacks {', '.join(missing)}; evaluating the other {len(corrs)}")
-        clean = _clean_counterpart(dataset, root, limit)
+        clean = _clean_counterpart(dataset, root, limit, ds.path)
         meta_ds = clean if clean is not None else ds.get(corrs[0], sevs[0])
     else:
         meta_ds = ds
     models, info, metas = pipeline.load_models(
         checkpoints, device=dev, model=model, activation=activation, order=order,
         num_classes=meta_ds.num_classes if model else None,
-        in_chans=meta_ds.channels if model else None)
+        in_chans=meta_ds.channels if model else None, download=download)
     for meta, ck in zip(metas, checkpoints):
         pipeline.check_classes(meta, meta_ds, ck)
     for key, net in models.items():
@@ -383,6 +390,7 @@ def _run_checkpoints(checkpoints: list[Path], *, model: str | None, activation: 
         "batch_size": batch_size, "probes": probes, "amp": amp,
         "activations": [info[k]["activation"] for k in models], "world_size": dist.world_size(),
         "clean": not family or clean is not None,
+        "frost": None if family else pipeline.frost_provenance(corrs),
         "models": [dict(info[k]) for k in models], "checkpoint_meta": metas, "num_classes": meta_ds.num_classes,
         "preprocessing": {k: c.as_dict() for k, c in inputs.items()},
     }  # fmt: skip
@@ -394,18 +402,27 @@ def _run_checkpoints(checkpoints: list[Path], *, model: str | None, activation: 
                                normalization=pipeline.preprocessing_modules(inputs))
 
 
-def _clean_counterpart(spec: str, root: Path | None, limit: int | None) -> Any:
-    """The clean test set aligned with a *-C family (CIFAR only, when it is on disk), else None."""
-    from robustbench_act.data import load_dataset
+def _clean_counterpart(spec: str, root: Path | None, limit: int | None, folder: Path) -> Any:
+    """The clean test set aligned with a *-C family (CIFAR only, when it is on disk), else None.
+
+    Looked for under --root (default $ACTBENCH_DATA / ./data) and, for RobustBench's
+    layout (``DATA/CIFAR-10-C``), in DATA itself, where RobustBench keeps it.
+    """
+    from robustbench_act.data import C_FOLDER_NAMES, load_dataset
 
     kind = spec.partition(":")[0].lower()
     base = {"cifar10-c": "cifar10", "cifar100-c": "cifar100"}.get(kind)
     if base is None:
         return None
-    try:
-        return load_dataset(base, split="test", root=root, limit=limit)
-    except UserError:
-        return None
+    roots: list[Path | None] = [root]
+    if root is None and folder.name == C_FOLDER_NAMES[kind]:
+        roots.append(folder.parent)
+    for where in roots:
+        try:
+            return load_dataset(base, split="test", root=where, limit=limit)
+        except UserError:
+            continue
+    return None
 
 
 def _check_channels(net: Any, ds: Any, path: Path) -> None:

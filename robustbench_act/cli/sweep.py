@@ -37,7 +37,8 @@ def sweep_command(
     severities: str = typer.Option("1-5", "--severities", help="Severities: 1-5, 1,3,5 or one number."),
     corruption_seed: int = typer.Option(0, "--corruption-seed", help="Seed of the corruptions (the same for every cell)."),
     probes: str = typer.Option("none", "--probes", help="Activation probes: none, fluctuation, all."),
-    shard: str | None = typer.Option(None, "--shard", help="i/n: run only cells k with k % n == i (sorted cell list)."),
+    shard: str | None = typer.Option(None, "--shard", help="i/n: run only cells k with k % n == i (sorted cell list); "
+                                                         "default in a Slurm array job: its task's share."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells, their shard and status; run nothing."),
     parallel: int = typer.Option(1, "--parallel", help="Cells run at once (processes on the same device)."),
     limit: int | None = typer.Option(None, "--limit", help="First N training images and first N test images (smoke tests)."),
@@ -66,6 +67,13 @@ def _sweep(**o: object) -> None:
     cells = plan_cells(parse_list(o["models"]), parse_list(o["activations"]),  # type: ignore[arg-type]
                        parse_list(o["orders"]), parse_seeds(o["seeds"]))  # type: ignore[arg-type]
     shard = parse_shard(o["shard"])  # type: ignore[arg-type]
+    if o["shard"] is None:
+        from robustbench_act.sweep import shard_from_slurm
+
+        slurm = shard_from_slurm()
+        if slurm is not None:
+            shard = slurm[0]
+            typer.echo(f"sweep: shard {shard[0]}/{shard[1]} from the Slurm array ({slurm[1]})", err=True)
     overrides = {k: v for k, v in (("epochs", o["epochs"]), ("iterations", o["iterations"]),
                                    ("batch_size", o["train_batch_size"]), ("lr", o["lr"])) if v is not None}  # fmt: skip
     if o["recipe"] is not None or o["config_file"] is not None or overrides:

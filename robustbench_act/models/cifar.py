@@ -5,7 +5,9 @@ Design notes (why, not just what):
   3 stages of n basic blocks with 16/32/64 channels, 3x3 convs, conv-BN-act, and an
   activation after the residual add. Shortcuts are **option A**: the identity, subsampled
   by 2 and zero-padded in channels where the shape changes, so they hold no parameters
-  (resnet20 has ~0.27M parameters, as in the paper's table).
+  (resnet20 has ~0.27M parameters, as in the paper's table). The zero channels go half
+  before, half after the identity by default; ``shortcut_pad="end"`` puts them after it,
+  as the LayerAct authors' code does (needed to load their released weights).
 - Every activation is its own module instance (``act1`` after ``bn1``, ``act2`` after the
   add), so surgery, probes and reordering see one module per call site.
 - ``WideResNet`` uses pre-activation blocks (BN-act-conv) with a 1x1 conv shortcut where
@@ -43,15 +45,24 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class PadShortcut(nn.Module):
-    """Option-A shortcut: subsample the identity by ``stride`` and zero-pad new channels."""
+SHORTCUT_PADS = ("split", "end")
 
-    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+
+class PadShortcut(nn.Module):
+    """Option-A shortcut: subsample the identity by ``stride`` and zero-pad new channels.
+
+    ``pad="split"`` puts half the zero channels before the identity, half after; ``"end"``
+    puts them all after it (the LayerAct authors' ``IdentityPadding``).
+    """
+
+    def __init__(self, in_planes: int, planes: int, stride: int, pad: str = "split") -> None:
         super().__init__()
+        if pad not in SHORTCUT_PADS:
+            raise ValueError(f"shortcut pad must be one of {SHORTCUT_PADS}, got {pad!r}")
         self.stride = stride
         extra = planes - in_planes
-        self.pad_lo = extra // 2
-        self.pad_hi = extra - extra // 2
+        self.pad_lo = extra // 2 if pad == "split" else 0
+        self.pad_hi = extra - self.pad_lo
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the strided identity with zero channels added on both sides."""
@@ -65,7 +76,8 @@ class PadShortcut(nn.Module):
 class CifarBasicBlock(nn.Module):
     """conv3x3-BN-act-conv3x3-BN, add the shortcut, then act (one module per call site)."""
 
-    def __init__(self, in_planes: int, planes: int, stride: int, act_layer: ActFactory) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int, act_layer: ActFactory,
+                 shortcut_pad: str = "split") -> None:  # fmt: skip
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -73,7 +85,7 @@ class CifarBasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.shortcut: nn.Module = (
-            PadShortcut(in_planes, planes, stride)
+            PadShortcut(in_planes, planes, stride, shortcut_pad)
             if stride != 1 or in_planes != planes
             else nn.Identity()
         )
@@ -97,6 +109,7 @@ class CifarResNet(nn.Module):
         in_chans: int = 3,
         act_layer: ActFactory | None = None,
         widths: tuple[int, int, int] = (16, 32, 64),
+        shortcut_pad: str = "split",
     ) -> None:
         super().__init__()
         if (depth - 2) % 6 != 0 or depth < 8:
@@ -114,7 +127,7 @@ class CifarResNet(nn.Module):
             blocks = []
             for j in range(n):
                 stride = 2 if (i > 0 and j == 0) else 1
-                blocks.append(CifarBasicBlock(in_planes, planes, stride, act_layer))
+                blocks.append(CifarBasicBlock(in_planes, planes, stride, act_layer, shortcut_pad))
                 in_planes = planes
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages

@@ -1,0 +1,155 @@
+"""Image codecs side by side: torchvision.io (deprecated in 0.29) vs Pillow (what we use now).
+
+Three jobs, each on the same uint8 photographs (crops of scikit-learn's sample images):
+
+- jpeg: the JPEG corruption's encode + decode round trip at the ImageNet-C/CIFAR-C
+  qualities; torchvision's batched ``encode_jpeg``/``decode_jpeg`` list API vs
+  ``corruptions.imageio.jpeg_roundtrip`` (Pillow, thread pool for images >= 64x64). The
+  outputs are compared value by value (the corruption must stay bit-identical);
+- decode: reading JPEG files (ImageFolder / ImageNet-C); torchvision ``decode_jpeg`` on
+  batches of file bytes vs ``corruptions.imageio.read_image``;
+- png: writing PNGs (``corruptions export --format imagefolder``).
+
+Prints images/s for both and the ratio new / old (> 1: Pillow is faster). The machine is
+shared: treat the figures as provisional and compare ratios from one run only.
+
+Usage: python benchmarks/codecs.py --sizes 32,64,224 --n 256 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+
+def _corruption_bench() -> object:
+    """benchmarks/corruptions.py as a module (for its sample photographs)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_corruptions", _HERE / "corruptions.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+sample_photos = _corruption_bench().sample_photos  # type: ignore[attr-defined]
+
+from corruptions import imageio  # noqa: E402
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)  # torchvision.io's notice
+
+
+def _best(fn: Callable[[], object], repeat: int) -> float:
+    """Best wall time of ``repeat`` calls (after one warm-up)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def tv_jpeg(levels: torch.Tensor, quality: int) -> torch.Tensor:
+    """The former JPEG corruption: torchvision's batched list API."""
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    return torch.stack(decode_jpeg(encode_jpeg(list(levels.unbind(0)), quality=quality)), 0)
+
+
+def bench_jpeg(x: torch.Tensor, qualities: list[int], repeat: int) -> tuple[float, float, int]:
+    """(old s, new s, differing values) for the round trip at every quality."""
+    diff = 0
+    for q in qualities:
+        diff += int((tv_jpeg(x, q) != imageio.jpeg_roundtrip(x, q)).sum())
+    old = _best(lambda: [tv_jpeg(x, q) for q in qualities], repeat)
+    new = _best(lambda: [imageio.jpeg_roundtrip(x, q) for q in qualities], repeat)
+    return old, new, diff
+
+
+def bench_decode(x: torch.Tensor, repeat: int) -> tuple[float, float, int]:
+    """(old s, new s, differing values) for decoding quality-90 JPEG files of ``x``."""
+    from PIL import Image
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for i, img in enumerate(x):
+            f = Path(tmp) / f"{i:05d}.jpg"
+            buf = io.BytesIO()
+            Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, "JPEG", quality=90)
+            f.write_bytes(buf.getvalue())
+            files.append(str(f))
+
+        def old() -> list[torch.Tensor]:
+            return decode_jpeg([read_file(f) for f in files], mode=ImageReadMode.RGB)
+
+        def new() -> list[torch.Tensor]:
+            return [imageio.read_image(f) for f in files]
+
+        diff = sum(int((a != b).sum()) for a, b in zip(old(), new()))
+        return _best(old, repeat), _best(new, repeat), diff
+
+
+def bench_png(x: torch.Tensor, repeat: int) -> tuple[float, float, int]:
+    """(old s, new s, differing decoded values) for PNG encoding (decoded back to compare)."""
+    from torchvision.io import encode_png
+
+    def old() -> list[bytes]:
+        return [encode_png(img).numpy().tobytes() for img in x]
+
+    def new() -> list[bytes]:
+        return [imageio.encode_png(img) for img in x]
+
+    from PIL import Image
+
+    diff = 0
+    for a, b in zip(old()[:16], new()[:16]):
+        pa = np.asarray(Image.open(io.BytesIO(a)))
+        pb = np.asarray(Image.open(io.BytesIO(b)))
+        diff += int((pa != pb).sum())
+    return _best(old, repeat), _best(new, repeat), diff
+
+
+def main() -> None:
+    """Print one row per (job, size): images/s old, new, ratio and value differences."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="32,64,224")
+    ap.add_argument("--n", type=int, default=256, help="images per job (224 px: a quarter)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    qualities = {32: [80, 65, 58, 50, 40], 64: [65, 58, 50, 40, 25], 224: [25, 18, 15, 10, 7]}
+    print(f"{'job':<8}{'size':>6}{'n':>6}{'old img/s':>12}{'new img/s':>12}{'new/old':>9}{'diff':>7}")
+    for size in (int(s) for s in args.sizes.split(",")):
+        n = args.n if size < 224 else max(8, args.n // 4)
+        x = sample_photos(n, size)
+        q = qualities.get(size, [25, 18, 15, 10, 7])
+        jobs = {
+            "jpeg": (lambda x=x, q=q: bench_jpeg(x, q, args.repeat), n * len(q)),
+            "decode": (lambda x=x: bench_decode(x, args.repeat), n),
+            "png": (lambda x=x: bench_png(x, args.repeat), n),
+        }
+        for job, (fn, count) in jobs.items():
+            old, new, diff = fn()
+            print(f"{job:<8}{size:>6}{n:>6}{count / old:>12.0f}{count / new:>12.0f}"
+                  f"{old / new:>9.2f}{diff:>7}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Image files and the JPEG codec through Pillow (torchvision 0.29 deprecates its own codecs).
+
+Pillow is what the reference scripts use for JPEG (``PIL.Image.save(format='JPEG',
+quality=q)``: baseline, 4:2:0 chroma subsampling, islow DCT, libjpeg(-turbo)), so the
+JPEG corruption is the reference's codec itself. Images travel as uint8 tensors
+(C, H, W) with C = 1 (grey) or 3 (RGB).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from corruptions.registry import CorruptionError
+
+#: Pillow modes of the images we read: channels -> mode.
+MODES = {1: "L", 3: "RGB"}
+#: Fewest images per thread of the JPEG round trip (smaller batches run in one thread).
+_MIN_CHUNK = 16
+
+
+def to_pil(image: torch.Tensor):  # -> PIL.Image.Image
+    """A uint8 (C, H, W) tensor (C = 1 or 3) as a Pillow image (mode L or RGB)."""
+    from PIL import Image
+
+    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] not in MODES:
+        raise CorruptionError(
+            f"expected a uint8 (1 or 3, H, W) image, got {image.dtype} {tuple(image.shape)}"
+        )
+    arr = image.detach().cpu().permute(1, 2, 0).numpy()
+    return Image.fromarray(np.ascontiguousarray(arr[..., 0] if arr.shape[2] == 1 else arr))
+
+
+def from_pil(img, channels: int = 3) -> torch.Tensor:
+    """A Pillow image converted to ``channels`` (1: L, 3: RGB) as a uint8 (C, H, W) tensor."""
+    if channels not in MODES:
+        raise CorruptionError(f"channels must be 1 or 3, got {channels}")
+    mode = MODES[channels]
+    if img.mode != mode:
+        img = img.convert(mode)
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    # transpose in numpy: torch's threaded copy stalls on a loaded machine for ~0.1 MP images
+    return torch.from_numpy(np.array(arr.transpose(2, 0, 1), order="C"))  # a writable copy
+
+
+def read_image(path: str | os.PathLike, channels: int = 3) -> torch.Tensor:
+    """Decode an image file to uint8 (C, H, W), C = ``channels``; a bad file is one CorruptionError line."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return from_pil(img, channels)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CorruptionError(f"cannot decode image {path}: {first}") from exc
+
+
+def encode_png(image: torch.Tensor) -> bytes:
+    """PNG bytes of a uint8 (C, H, W) tensor (lossless)."""
+    buf = io.BytesIO()
+    to_pil(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_png(path: str | os.PathLike, image: torch.Tensor) -> None:
+    """Write a uint8 (C, H, W) tensor as a PNG file."""
+    Path(path).write_bytes(encode_png(image))
+
+
+def _jpeg_chunk(arrs: np.ndarray, quality: int) -> np.ndarray:
+    """Encode each (H, W, C) uint8 image of ``arrs`` as a JPEG with Pillow and decode it again."""
+    from PIL import Image
+
+    n, h, w, c = arrs.shape
+    mode = MODES[c]
+    out = np.empty_like(arrs)
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.frombuffer(mode, (w, h), arrs[i].tobytes(), "raw", mode, 0, 1).save(
+            buf, format="JPEG", quality=quality
+        )
+        buf.seek(0)
+        with Image.open(buf) as img:
+            img.load()
+            out[i] = np.frombuffer(img.tobytes(), dtype=np.uint8).reshape(h, w, c)
+    return out
+
+
+def jpeg_roundtrip(levels: torch.Tensor, quality: int, *, workers: int | None = None) -> torch.Tensor:
+    """JPEG-compress every image of a uint8 (N, C, H, W) CPU batch at ``quality`` (1..100).
+
+    Grey images are encoded as grey JPEGs, RGB as 4:2:0 colour JPEGs, exactly as
+    ``PIL.Image.fromarray(img).save(buf, 'JPEG', quality=q)``. The batch is cut into one
+    chunk per thread (Pillow releases the GIL in its codec); the result does not depend
+    on the number of threads.
+    """
+    n, c, h, w = levels.shape
+    arrs = np.ascontiguousarray(levels.numpy().transpose(0, 2, 3, 1))
+    threads = max(1, min(workers if workers is not None else (os.cpu_count() or 1), 8, n // _MIN_CHUNK))
+    if threads == 1:
+        out = _jpeg_chunk(arrs, quality)
+    else:
+        chunks = np.array_split(arrs, threads)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            out = np.concatenate(list(pool.map(lambda a: _jpeg_chunk(a, quality), chunks)))
+    return torch.from_numpy(np.ascontiguousarray(out.transpose(0, 3, 1, 2)))
