@@ -20,6 +20,7 @@ have, the replacement is stated in the function's docstring:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from pathlib import Path
@@ -208,14 +209,43 @@ def frost_info() -> dict[str, str | None]:
     ``package`` where they apply.
     """
     if isinstance(_frost_dir, Path):
-        return {"source": "folder", "path": str(_frost_dir), "package": None}
+        return {"source": "folder", "path": str(_frost_dir), "package": None, "digest": frost_digest(_frost_dir)}
     env = os.environ.get("ACTBENCH_FROST_DIR")
     if _frost_dir is None and env and env != PROCEDURAL:
-        return {"source": "environment", "path": env, "package": None}
+        return {"source": "environment", "path": env, "package": None, "digest": frost_digest(Path(env))}
     found = _package_frost_dir() if _frost_dir is None and not env else None
     if found is not None:
-        return {"source": "package", "path": str(found[1]), "package": found[0]}
-    return {"source": PROCEDURAL, "path": None, "package": None}
+        return {"source": "package", "path": str(found[1]), "package": found[0], "digest": frost_digest(found[1])}
+    return {"source": PROCEDURAL, "path": None, "package": None, "digest": None}
+
+
+def frost_digest(folder: Path) -> str:
+    """sha256 over the names and bytes of the photographs frost draws from ``folder``: what
+    the frost images depend on, wherever the folder lies (another machine, another venv)."""
+    files = _frost_files(Path(folder))
+    key = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    cached = _digest_cache.get(key)
+    if cached is None:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+        cached = _digest_cache[key] = h.hexdigest()[:16]
+    return cached
+
+
+def same_frost(a: dict[str, str | None] | None, b: dict[str, str | None] | None) -> bool:
+    """Whether two recorded frost sources give the same frost: both procedural, or photographs
+    with the same digest (records without a digest compare by path)."""
+    if a is None or b is None:
+        return a is b
+    if (a.get("source") == PROCEDURAL) or (b.get("source") == PROCEDURAL):
+        return a.get("source") == b.get("source")
+    if a.get("digest") and b.get("digest"):
+        return a["digest"] == b["digest"]
+    return a.get("path") == b.get("path")
+
+
+_digest_cache: dict[tuple, str] = {}
 
 
 def frost_description(info: dict[str, str | None] | None = None) -> str:

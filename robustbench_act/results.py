@@ -61,6 +61,15 @@ RESUME_KEYS = ("dataset", "corruptions", "severities", "corruption_seed", "limit
 LEGACY_FROST = {"source": "procedural", "path": None, "package": None}
 
 
+def _same(key: str, old: Any, new: Any) -> bool:
+    """Whether a resume key agrees (the frost source by what it draws from, not where it lies)."""
+    if key == "frost":
+        from corruptions.weather import same_frost
+
+        return same_frost(old, new)
+    return old == new
+
+
 def arrow_schema(table: str) -> Any:
     """The pyarrow schema of a table (ints int64, value float64, the rest strings)."""
     import pyarrow as pa
@@ -196,7 +205,7 @@ class RunStore:
         old_cfg, new_cfg = existing.get("config", {}), manifest.get("config", {})
         if not complete and new_cfg.get("frost") and "frost" not in old_cfg:
             old_cfg = {**old_cfg, "frost": LEGACY_FROST}  # started before manifests named it
-        diff = [k for k in RESUME_KEYS if k in old_cfg and k in new_cfg and old_cfg[k] != new_cfg[k]]
+        diff = [k for k in RESUME_KEYS if k in old_cfg and k in new_cfg and not _same(k, old_cfg[k], new_cfg[k])]
         if diff:
             k = diff[0]
             hint = (" (ACTBENCH_FROST_DIR=procedural or a folder picks the frost source)"

@@ -354,6 +354,7 @@ def check_frost_source(out: Path, cells: Sequence[Cell], corruptions: Sequence[s
     Without this, installing imagecorruptions mid-sweep would mix frost photographs and
     the procedural texture across the cells of one comparison.
     """
+    from corruptions.weather import same_frost
     from robustbench_act.pipeline import frost_provenance
     from robustbench_act.results import LEGACY_FROST, read_manifest
 
@@ -366,7 +367,7 @@ def check_frost_source(out: Path, cells: Sequence[Cell], corruptions: Sequence[s
         if man is None or "frost" not in (cfg.get("corruptions") or []):
             continue
         before = cfg.get("frost") or LEGACY_FROST
-        if before != now:
+        if not same_frost(before, now):
             raise UserError(f"sweep {out}: cell {c.name} was evaluated with frost from "
                             f"{before.get('path') or before['source']}, now it would be "
                             f"{now.get('path') or now['source']}; set ACTBENCH_FROST_DIR (a folder, or "

@@ -51,7 +51,8 @@ def _layer_colours(x: torch.Tensor) -> set[tuple[int, ...]]:
 
 def test_installed_package_photographs_are_used_without_importing_it(fake_package: Path) -> None:
     info = weather.frost_info()
-    assert info == {"source": "package", "path": str(fake_package), "package": "fakefrostpkg"}
+    assert info == {"source": "package", "path": str(fake_package), "package": "fakefrostpkg",
+                    "digest": weather.frost_digest(fake_package)}
     assert "installed fakefrostpkg package" in weather.frost_description()
     seen = _layer_colours(torch.zeros(40, 3, 32, 32))
     assert seen <= set(COLOURS[:5]) and len(seen) >= 3  # frost6 is never drawn (randint(5))
@@ -71,7 +72,8 @@ def test_precedence_folder_then_environment_then_package_then_procedural(
         assert weather.frost_info()["source"] == "procedural"
     finally:
         weather.set_frost_images(None)
-    assert weather.frost_info() == {"source": "environment", "path": str(env_dir), "package": None}
+    assert weather.frost_info() == {"source": "environment", "path": str(env_dir), "package": None,
+                                    "digest": weather.frost_digest(env_dir)}
     assert _layer_colours(torch.zeros(4, 3, 32, 32)) == {(1, 2, 3)}
     monkeypatch.setenv("ACTBENCH_FROST_DIR", "procedural")
     assert weather.frost_source() == "procedural" and "procedural ice texture" in weather.frost_description()
@@ -131,3 +133,22 @@ def test_a_sweep_does_not_mix_frost_sources(fake_package: Path, tmp_path: Path, 
         check_frost_source(tmp_path, cells, ["frost"])
     monkeypatch.setenv("ACTBENCH_FROST_DIR", "procedural")
     check_frost_source(tmp_path, cells, ["frost"])
+
+
+def test_frost_sources_compare_by_the_photographs_not_their_path(tmp_path: Path, monkeypatch) -> None:
+    """A sweep resumed on another machine (the same photographs elsewhere) is the same frost."""
+    a = _photos(tmp_path / "a")
+    b = _photos(tmp_path / "b")
+    other = _photos(tmp_path / "c", colours=[(1, 2, 3)] * 6)
+    monkeypatch.setenv("ACTBENCH_FROST_DIR", str(a))
+    info_a = weather.frost_info()
+    monkeypatch.setenv("ACTBENCH_FROST_DIR", str(b))
+    info_b = weather.frost_info()
+    assert info_a["path"] != info_b["path"] and info_a["digest"] == info_b["digest"]
+    assert weather.same_frost(info_a, info_b)
+    monkeypatch.setenv("ACTBENCH_FROST_DIR", str(other))
+    assert not weather.same_frost(info_a, weather.frost_info())
+    monkeypatch.setenv("ACTBENCH_FROST_DIR", "procedural")
+    proc = weather.frost_info()
+    assert proc["digest"] is None and not weather.same_frost(info_a, proc)
+    assert weather.same_frost(proc, dict(proc))
