@@ -44,6 +44,7 @@ EVAL_DIR = "eval"
 CLEAN_DIR = "clean"
 SWEEP_MANIFEST = "sweep.json"
 STATUSES = ("done", "trained", "training", "pending")
+MAX_SEEDS = 10_000  # seeds in one sweep (a typo like 0-99999999 would plan billions of cells)
 
 
 @dataclass(frozen=True, order=True)
@@ -95,6 +96,8 @@ def slug(text: str) -> str:
 
 def parse_seeds(spec: str | int | Sequence[int]) -> list[int]:
     """'0-4', '0,2,7', '3' or a list -> sorted unique non-negative seeds."""
+    from robustbench_act.inputs import MAX_SEED
+
     if isinstance(spec, int) and not isinstance(spec, bool):
         return [spec]
     if not isinstance(spec, str):
@@ -108,8 +111,12 @@ def parse_seeds(spec: str | int | Sequence[int]) -> list[int]:
             lo, hi = int(m.group(1)), int(m.group(2))
             if lo > hi:
                 raise UserError(f"bad seed range {part!r} (low > high)")
+            if hi > MAX_SEED or hi - lo >= MAX_SEEDS:
+                raise UserError(f"bad seed range {part!r}: seeds are 0..{MAX_SEED}, at most {MAX_SEEDS} of them")
             out.update(range(lo, hi + 1))
         elif part.isdigit():
+            if int(part) > MAX_SEED:
+                raise UserError(f"bad seed {part}: seeds are 0..{MAX_SEED}")
             out.add(int(part))
         else:
             raise UserError(f"bad seeds {spec!r}: use 0-4, 0,2,7 or one number")
@@ -205,7 +212,26 @@ def status_table(out: str | Path, cells: Sequence[Cell], shard: tuple[int, int] 
 
 
 def run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict[str, Any]:
-    """Train (or resume, or skip) and evaluate (or resume, or skip) one cell; returns a row."""
+    """Train (or resume, or skip) and evaluate (or resume, or skip) one cell; returns a row.
+
+    The cell's folder is locked while this process works on it: a cell another process is
+    working on is skipped with status "busy" (two sweeps on one folder share the work).
+    """
+    from robustbench_act.fileio import FolderLock, make_folder
+
+    d = make_folder(Path(opts.out) / cell.name)
+    lock = FolderLock(d)
+    try:
+        lock.acquire()
+    except UserError as exc:
+        return {"cell": cell.name, "status": "busy", "action": f"skipped: {exc}".split(";")[0]}
+    try:
+        return _run_cell(cell, opts, progress=progress)
+    finally:
+        lock.release()
+
+
+def _run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict[str, Any]:
     import torch
 
     from robustbench_act.checkpoint import is_checkpoint, load_checkpoint
@@ -318,7 +344,10 @@ def combine(out: str | Path, cells: Sequence[Cell]) -> pd.DataFrame:
     for c in cells:
         edir = Path(out) / c.name / EVAL_DIR
         if is_complete(edir):
-            f = pd.read_parquet(edir / "metrics.parquet")
+            from robustbench_act.fileio import reading
+
+            with reading(edir / "metrics.parquet", "results table"):
+                f = pd.read_parquet(edir / "metrics.parquet")
             f["run"] = c.name
             frames.append(f)
     table = conform(pd.concat(frames, ignore_index=True), "metrics") if frames else empty_frame("metrics")
@@ -329,6 +358,14 @@ def combine(out: str | Path, cells: Sequence[Cell]) -> pd.DataFrame:
         atomic_write_frame(Path(out) / "summary.csv", summarise(table))
         atomic_write_frame(Path(out) / "metrics.parquet", table)
     return table
+
+
+def check_sweep_folder(out: str | Path) -> None:
+    """A sweep folder is new, empty or a sweep: one holding a run or a training output is refused."""
+    p = Path(out)
+    if (p / "manifest.json").is_file():
+        raise UserError(f"--out {p} holds a run or training output (manifest.json), not a sweep; "
+                        "choose another --out")
 
 
 def run_sweep(
@@ -346,6 +383,7 @@ def run_sweep(
     from robustbench_act.manifest import base_manifest
 
     say = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+    check_sweep_folder(opts.out)
     table = status_table(opts.out, cells, shard)
     mine = shard_cells(cells, *shard)
     if dry_run:

@@ -46,6 +46,7 @@ def compare_command(
     """
     from robustbench_act.compare import _FORMAT_ALIASES, FORMATS, compare_runs, write_comparison
     from robustbench_act.errors import unknown
+    from robustbench_act.fileio import writing_folder
 
     try:
         fmts = list(dict.fromkeys(formats or FORMATS))
@@ -53,7 +54,8 @@ def compare_command(
             if f.lower() not in _FORMAT_ALIASES:
                 raise unknown("format", f, FORMATS)
         table = compare_runs(run_dirs, by=by, reference=reference, allow_mismatch=allow_mismatch)
-        written = write_comparison(table, out, fmts)
+        with writing_folder(out):  # one writer at a time
+            written = write_comparison(table, out, fmts)
     except UserError as exc:
         raise _fail(exc) from None
     console = Console(highlight=False)
@@ -79,11 +81,15 @@ def report_command(
     """
     import sys
 
+    from robustbench_act.fileio import writing_folder
+    from robustbench_act.inputs import name_list
     from robustbench_act.report import write_report
 
     try:
-        path = write_report(run_dirs, out, by=by, reference=reference, allow_mismatch=allow_mismatch,
-                            figures=figures, command=" ".join(["actbench", *sys.argv[1:]]))  # fmt: skip
+        name_list("--figures", figures)
+        with writing_folder(out):  # one writer at a time; a new folder is removed again on error
+            path = write_report(run_dirs, out, by=by, reference=reference, allow_mismatch=allow_mismatch,
+                                figures=figures, command=" ".join(["actbench", *sys.argv[1:]]))  # fmt: skip
     except UserError as exc:
         raise _fail(exc) from None
     Console(highlight=False).print(f"wrote {path}", markup=False)
@@ -91,5 +97,7 @@ def report_command(
 
 def register(app: typer.Typer) -> None:
     """Add the ``compare`` and ``report`` commands to the actbench app."""
-    app.command("compare")(compare_command)
-    app.command("report")(report_command)
+    from robustbench_act.cli.common import command
+
+    app.command("compare")(command(compare_command))
+    app.command("report")(command(report_command))

@@ -14,7 +14,8 @@ from rich.markup import escape
 
 from robustbench_act.errors import UserError
 
-_CORR_HELP = "Corruptions: all, common, extra, noise, blur, weather, digital, plugins, or name,name."
+_CORR_HELP = ("Corruptions: all, common, extra, noise, blur, weather, digital, plugins, or name,name; "
+              "none for clean data only.")
 _DATASET_HELP = ("digits (bundled, offline), cifar10, cifar100 (--download to fetch), imagefolder:PATH, "
                  "cifar10-c:PATH, cifar100-c:PATH, tinyimagenet-c:PATH, imagenet-c:PATH.")
 
@@ -282,6 +283,7 @@ def _run(*, checkpoint: list[Path] | None, model: str | None, activation: str | 
          preset: str | None, workers: int, resume: bool, out: Path | None, prog: _Progress) -> Any:
     import corruptions as corr_pkg
     from robustbench_act import pipeline
+    from robustbench_act.inputs import name_list
     from robustbench_act.probes import require_level
 
     for p in plugin or []:
@@ -310,7 +312,8 @@ def _run(*, checkpoint: list[Path] | None, model: str | None, activation: str | 
     if not checkpoint:
         if activations and activation:
             raise UserError("give --activations (several) or --activation (one), not both")
-        acts = pipeline.parse_list(activations or activation) or list(pipeline.DEFAULT_ACTIVATIONS)
+        acts = (name_list("--activations", activations) or name_list("--activation", activation)
+                or list(pipeline.DEFAULT_ACTIVATIONS))
         if dataset != "digits":
             from robustbench_act.data import load_dataset
 
@@ -322,7 +325,7 @@ def _run(*, checkpoint: list[Path] | None, model: str | None, activation: str | 
             dataset=dataset, corruptions=corrs, severities=sevs, probes=probes, batch_size=batch_size,
             device=dev, amp=amp, limit=limit, resume=resume, progress=prog, baseline=base,
             preset=preset, on_trained=prog.trained, corruption_seed=corruption_seed)
-    if activations:
+    if activations is not None:
         raise UserError("--activations chooses the default run's activations; with --checkpoint use --activation")
     return _run_checkpoints(checkpoint, model=model, activation=activation, order=order, dataset=dataset,
                             root=root, download=download, corrs=corrs, sevs=sevs,
@@ -366,6 +369,7 @@ def _run_checkpoints(checkpoints: list[Path], *, model: str | None, activation: 
                 raise unknown(f"corruption in {dataset}", missing[0], sorted(avail))
             corrs = [c for c in corrs if c in avail]
             prog.line(f"note: {dataset} lacks {', '.join(missing)}; evaluating the other {len(corrs)}")
+        ds.check(corrs, sevs)
         clean = _clean_counterpart(dataset, root, limit)
         meta_ds = clean if clean is not None else ds.get(corrs[0], sevs[0])
     else:
@@ -426,4 +430,6 @@ def _check_channels(net: Any, ds: Any, path: Path) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add ``actbench run``."""
-    app.command("run")(run_command)
+    from robustbench_act.cli.common import command
+
+    app.command("run")(command(run_command))
