@@ -23,7 +23,8 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +43,46 @@ def _hint(name: str, candidates: Iterable[str]) -> str:
     return f"; closest: {', '.join(hits)}" if hits else ""
 
 
+@contextmanager
+def _reading(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Any failure while reading ``path`` becomes one CorruptionError line naming it and the problem."""
+    try:
+        yield
+    except CorruptionError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.strerror:
+            why = exc.strerror[:1].lower() + exc.strerror[1:]
+        else:
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            why = f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+        raise CorruptionError(f"cannot read {what} {path}: {why}") from exc
+
+
+def _manifest_problem(m: Any) -> str | None:
+    """Why a parsed manifest.json does not describe a dataset (None when it does)."""
+    if not isinstance(m, dict):
+        return f"expected a JSON object, got {type(m).__name__}"
+    lists = {"severities": int, "corruptions": str, "classes": str, "image_shape": int}
+    for key, item in lists.items():
+        v = m.get(key)
+        if v is not None and (not isinstance(v, list) or not all(
+                isinstance(x, item) and not isinstance(x, bool) for x in v)):  # fmt: skip
+            return f"{key!r} must be a list of {'integers' if item is int else 'strings'}, got {v!r:.60}"
+    return None
+
+
 def read_manifest(root: str | os.PathLike) -> dict[str, Any] | None:
     """The ``manifest.json`` of a dataset folder written by :func:`export_c_dataset`, or None."""
     p = Path(root) / MANIFEST
     if not p.is_file():
         return None
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CorruptionError(f"unreadable {p}: {exc}") from exc
+    with _reading(p, "dataset manifest"):
+        manifest = json.loads(p.read_text(encoding="utf-8"))
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise CorruptionError(f"cannot read dataset manifest {p}: {problem}")
+    return manifest
 
 
 def _severity_block(manifest: dict | None, severity: int) -> tuple[int, int]:
@@ -91,19 +123,25 @@ class CIFARCDataset(Dataset):
             raise CorruptionError(f"no labels.npy in {self.root}")
         manifest = read_manifest(self.root)
         block, count = _severity_block(manifest, severity)
-        data = np.load(path, mmap_mode="r")
-        if data.ndim != 4 or data.dtype != np.uint8 or data.shape[0] % count:
+        with _reading(path, "corruption file"):
+            data = np.load(path, mmap_mode="r")
+        if data.ndim != 4 or data.dtype != np.uint8 or data.shape[0] % count or data.shape[3] not in (1, 3):
             raise CorruptionError(
-                f"{path} must be uint8 [{count}*N, H, W, C], got {data.dtype} {tuple(data.shape)}"
+                f"{path} must be uint8 [{count}*N, H, W, C] with C 1 or 3, got {data.dtype} {tuple(data.shape)}"
             )
         n = data.shape[0] // count
-        labels = np.load(labels_path, mmap_mode="r")
+        with _reading(labels_path, "labels file"):
+            labels = np.load(labels_path, mmap_mode="r")
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise CorruptionError(f"{labels_path} must hold integer class labels [N], got {labels.dtype} "
+                                  f"{tuple(labels.shape)}")  # fmt: skip
         if len(labels) == len(data):
             labels = labels[block * n : (block + 1) * n]
         elif len(labels) != n:
             raise CorruptionError(f"{labels_path} has {len(labels)} labels for {len(data)} images")
         self._data = data[block * n : (block + 1) * n]
-        self.labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        with _reading(labels_path, "labels file"):
+            self.labels = torch.from_numpy(np.array(labels, dtype=np.int64))  # a copy: mmaps are read-only
         self.corruption = corruption
         self.severity = severity
         self.transform = transform
@@ -111,6 +149,10 @@ class CIFARCDataset(Dataset):
             classes = manifest["classes"]
         if classes is None:
             classes = [str(i) for i in range(int(self.labels.max()) + 1 if len(self.labels) else 0)]
+        outside = self.labels[(self.labels < 0) | (self.labels >= len(classes))]
+        if len(outside):
+            raise CorruptionError(f"{labels_path} has labels outside the {len(classes)} classes "
+                                  f"0..{len(classes) - 1}, e.g. {int(outside[0])}")  # fmt: skip
         self.classes = list(classes)
         self.num_classes = len(self.classes)
         self.channels = int(data.shape[3])
@@ -166,7 +208,8 @@ class ImageNetCDataset(Dataset):
         if not sdir.is_dir():
             raise CorruptionError(f"no severity folder {sdir}")
         manifest = read_manifest(self.root)
-        dirs = sorted(p.name for p in sdir.iterdir() if p.is_dir())
+        with _reading(sdir, "folder"):
+            dirs = sorted(p.name for p in sdir.iterdir() if p.is_dir())
         if manifest and manifest.get("classes"):
             classes = list(manifest["classes"])
             folder_to_label = {_class_dir(c): i for i, c in enumerate(classes)}
@@ -181,11 +224,12 @@ class ImageNetCDataset(Dataset):
             folder = sdir / d
             if not folder.is_dir():
                 continue
-            files = sorted(
-                p
-                for p in folder.iterdir()
-                if p.suffix in IMAGE_EXTENSIONS or p.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            with _reading(folder, "class folder"):
+                files = sorted(
+                    p
+                    for p in folder.iterdir()
+                    if p.suffix in IMAGE_EXTENSIONS or p.suffix.lower() in IMAGE_EXTENSIONS
+                )
             samples.extend((p, folder_to_label[d]) for p in files)
         if not samples:
             raise CorruptionError(f"no images under {sdir}")
@@ -442,15 +486,27 @@ def _umask() -> int:
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished temp folder onto ``out`` (replacing an existing folder last)."""
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.rename(out, trash / out.name)
+    """Rename the finished temp folder onto ``out`` (replacing an existing folder last).
+
+    A failed rename (no permission, another writer got there first) is one CorruptionError
+    line, and the old folder is back in place with nothing left beside it.
+    """
     try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(trash / out.name, out)
-        raise
-    shutil.rmtree(trash, ignore_errors=True)
+        if not out.exists():
+            os.rename(tmp, out)
+            return
+        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        try:
+            os.rename(out, trash / out.name)
+        except OSError:
+            trash.rmdir()
+            raise
+        try:
+            os.rename(tmp, out)
+        except BaseException:
+            os.rename(trash / out.name, out)
+            trash.rmdir()
+            raise
+        shutil.rmtree(trash, ignore_errors=True)
+    except OSError as exc:
+        raise CorruptionError(f"cannot write {out}: {exc.strerror or exc}") from exc

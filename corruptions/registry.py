@@ -202,9 +202,8 @@ def _load_entry_points() -> None:
     for ep in entry_points(group="corruptions"):
         try:
             _register_entry_point(ep)
-        except Exception as exc:  # a broken third-party plug-in: one line naming it, every time
-            first = (str(exc).splitlines() or [""])[0]
-            problems.append(f"{ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {first}")
+        except (Exception, SystemExit) as exc:  # a broken third-party plug-in: one line naming it, every time
+            problems.append(f"{ep.name!r} ({ep.value}) failed to load: {user_code_problem(exc)}")
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         _ENTRY_POINT_ERROR = (f"corruption plug-in entry point {problems[0]}{more}; fix or uninstall "
@@ -244,14 +243,13 @@ def load_plugin(path: str | os.PathLike) -> list[str]:
     sys.modules[mod_name] = module
     try:
         spec.loader.exec_module(module)
-    except CorruptionError as exc:
-        sys.modules.pop(mod_name, None)
-        raise CorruptionError(f"plug-in {p}: {exc}") from exc
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # user code (SystemExit too: a plug-in calling sys.exit)
         sys.modules.pop(mod_name, None)
         for n in set(_REGISTRY) - before:
             del _REGISTRY[n]
-        raise CorruptionError(f"plug-in {p} failed: {type(exc).__name__}: {exc}") from exc
+        if isinstance(exc, CorruptionError):
+            raise CorruptionError(f"plug-in {p}: {exc}") from exc
+        raise CorruptionError(f"plug-in {p} failed: {user_code_problem(exc)}") from exc
     added = sorted(set(_REGISTRY) - before)
     if not added:
         raise CorruptionError(f"plug-in {p} registered no corruption (use @corruptions.register)")
@@ -259,6 +257,27 @@ def load_plugin(path: str | os.PathLike) -> list[str]:
         c = _REGISTRY[n]
         _REGISTRY[n] = Corruption(**{**c.__dict__, "source": str(p)})
     return added
+
+
+def user_code_problem(exc: BaseException) -> str:
+    """What a plug-in's failure was, in one phrase (its exception, or the sys.exit it called)."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+
+
+def _run_kernel(corruption: Corruption, x: torch.Tensor, params: dict, rng: SampleRNG) -> Any:
+    """Call a corruption's function; a plug-in's exception (user code) becomes one line naming it."""
+    if corruption.source == "builtin":
+        return corruption.fn(x, params, rng)
+    try:
+        return corruption.fn(x, params, rng)
+    except CorruptionError:
+        raise
+    except (Exception, SystemExit) as exc:
+        raise CorruptionError(f"corruption {corruption.name!r} from plug-in {corruption.source} failed: "
+                              f"{user_code_problem(exc)}") from exc
 
 
 def _ensure_builtins() -> None:
@@ -446,7 +465,7 @@ def apply(
     if grey:
         x = x.expand(n, 3, h, w).contiguous()
     with exact_float32():
-        out = corruption.fn(x.contiguous(), p, rng)
+        out = _run_kernel(corruption, x.contiguous(), p, rng)
     if not isinstance(out, torch.Tensor) or out.shape != x.shape:
         raise CorruptionError(
             f"corruption {name!r} returned {getattr(out, 'shape', type(out))}, expected {tuple(x.shape)}"

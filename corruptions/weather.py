@@ -228,7 +228,11 @@ def frost_digest(folder: Path) -> str:
     if cached is None:
         h = hashlib.sha256()
         for f in files:
-            h.update(f.name.encode() + b"\0" + f.read_bytes())
+            try:
+                data = f.read_bytes()
+            except OSError as exc:  # unreadable: one line naming it
+                raise CorruptionError(f"cannot read frost image {f}: {exc.strerror or exc}") from None
+            h.update(f.name.encode() + b"\0" + data)
         cached = _digest_cache[key] = h.hexdigest()[:16]
     return cached
 

@@ -19,6 +19,7 @@ execution to unpickle is refused, never run.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import warnings
 import zipfile
@@ -148,6 +149,8 @@ def read_state_dict(path: str | Path, *, ema: bool = False) -> dict[str, torch.T
     p = Path(path)
     if not p.is_file():
         raise UserError(f"checkpoint not found: {p}")
+    if not os.access(p, os.R_OK):
+        raise UserError(f"cannot read checkpoint {p}: permission denied")
     if p.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file

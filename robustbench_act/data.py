@@ -37,6 +37,8 @@ import torch
 from torch.utils.data import Dataset
 
 from robustbench_act.errors import UserError, unknown
+from robustbench_act.fileio import reading
+from robustbench_act.inputs import check_path
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -165,6 +167,18 @@ class CDatasetFamily:
         """The dataset for one corruption at one severity (1..5)."""
         return _load_c(self.name, self.kind, self.path, corruption, severity, self.limit, self.image_size)
 
+    def check(self, corruptions: Sequence[str], severities: Sequence[int]) -> None:
+        """Open every (corruption, severity) before any work: file headers and labels, no pixels.
+
+        A damaged .npy or labels file, or a missing severity folder, fails here in one line.
+        """
+        for c in corruptions:
+            for s in severities:
+                if self.kind.startswith("cifar"):
+                    _open_c(self.kind, self.path, c, int(s))
+                elif not (self.path / c / str(int(s))).is_dir():
+                    raise UserError(f"no severity folder {self.path / c / str(int(s))}")
+
     def __repr__(self) -> str:
         return f"CDatasetFamily({self.name!r})"
 
@@ -248,6 +262,7 @@ def load_dataset(
         path = Path(arg).expanduser()
         if not path.exists():
             raise UserError(f"dataset folder not found: {path}")
+        check_path("dataset folder", path, "in_dir")
         if kind == "imagefolder":
             return _load_imagefolder(spec, path, split, limit, image_size)
         path = _c_folder(kind, path)
@@ -404,7 +419,7 @@ def _class_root(path: Path, split: str) -> Path:
     for sub in candidates:
         if (path / sub).is_dir():
             return path / sub
-    subdirs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    subdirs = [path / n for n in _list_folder(path) if (path / n).is_dir() and not n.startswith(".")]
     if subdirs and not any(p.name in ("train", "test", "val") for p in subdirs):
         return path  # PATH itself holds the class folders
     raise UserError(
@@ -413,19 +428,41 @@ def _class_root(path: Path, split: str) -> Path:
     )
 
 
+def _list_folder(folder: Path) -> list[str]:
+    """Names in a folder; an unreadable folder is a one-line error naming it."""
+    with reading(folder, "folder"):
+        return sorted(os.listdir(folder))
+
+
+def _class_images(folder: Path) -> list[str]:
+    """Every image file under one class folder (sorted); unreadable folders or files are errors."""
+    def fail(exc: OSError) -> None:
+        raise exc
+
+    files = []
+    with reading(folder, "class folder"):
+        for dirpath, dirnames, names in os.walk(folder, onerror=fail):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            files += [os.path.join(dirpath, n) for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+    for f in files:
+        if not os.access(f, os.R_OK):
+            raise UserError(f"cannot read image {f}: permission denied")
+    if not files:
+        raise UserError(f"class folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                        "remove it or add its images")
+    return sorted(files)
+
+
 def _scan_imagefolder(croot: Path) -> tuple[list[str], list[str], list[int]]:
-    """Class names (sorted) and files in round-robin class order (balanced prefixes)."""
-    classes = sorted(p.name for p in croot.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Class names (sorted) and files in round-robin class order (balanced prefixes).
+
+    Nothing is skipped: an unreadable or empty class folder, or an unreadable file, is an
+    error naming it (a class the model never sees would silently change the task).
+    """
+    classes = [n for n in _list_folder(croot) if (croot / n).is_dir() and not n.startswith(".")]
     if not classes:
         raise UserError(f"no class folders in {croot}")
-    per_class: list[list[str]] = []
-    for c in classes:
-        files = sorted(
-            str(f) for f in (croot / c).rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
-        )
-        per_class.append(files)
-    if not any(per_class):
-        raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {croot}")
+    per_class = [_class_images(croot / c) for c in classes]
     files_out: list[str] = []
     labels: list[int] = []
     longest = max(len(f) for f in per_class)
@@ -585,11 +622,8 @@ def _c_corruptions(kind: str, path: Path) -> list[str]:
                   and any((p / str(s)).is_dir() for s in range(1, 6)))  # <name>/<severity>/
 
 
-def _load_c(
-    spec: str, kind: str, path: Path, corruption: str, severity: int, limit: int | None,
-    image_size: int | None,
-) -> ImageDataset:  # fmt: skip
-    """One (corruption, severity) of a *-C folder, read by corruptions.datasets, as an ImageDataset."""
+def _open_c(kind: str, path: Path, corruption: str, severity: int) -> Any:
+    """The corruptions.datasets reader of one (corruption, severity) of a *-C folder."""
     from corruptions import CorruptionError
 
     cls = _c_dataset_class(kind)
@@ -601,11 +635,18 @@ def _load_c(
             classes = None
             if not (manifest and manifest.get("classes")):
                 classes = list(CIFAR10_CLASSES) if kind == "cifar10-c" else [str(i) for i in range(100)]
-            cds = cls(path, corruption, int(severity), classes=classes)
-        else:
-            cds = cls(path, corruption, int(severity))
+            return cls(path, corruption, severity, classes=classes)
+        return cls(path, corruption, severity)
     except CorruptionError as exc:
         raise UserError(str(exc)) from exc
+
+
+def _load_c(
+    spec: str, kind: str, path: Path, corruption: str, severity: int, limit: int | None,
+    image_size: int | None,
+) -> ImageDataset:  # fmt: skip
+    """One (corruption, severity) of a *-C folder, read by corruptions.datasets, as an ImageDataset."""
+    cds = _open_c(kind, path, corruption, int(severity))
     if kind.startswith("cifar"):
         mean, std = (CIFAR10_MEAN, CIFAR10_STD) if kind == "cifar10-c" else (CIFAR100_MEAN, CIFAR100_STD)
     else:

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Iterable
 
 
 class UserError(ValueError):
     """Bad input from the user (unknown name, bad file, bad option); shown as one line."""
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a bad-input error: ours, or the standalone corruptions package's.
+
+    ``corruptions`` is only consulted when something already imported it: a CorruptionError
+    cannot have been raised otherwise, and importing it here would load torch.
+    """
+    if isinstance(exc, UserError):
+        return True
+    error_type = getattr(sys.modules.get("corruptions"), "CorruptionError", None)
+    return error_type is not None and isinstance(exc, error_type)
 
 
 def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:

@@ -11,9 +11,9 @@ import re
 from collections.abc import Sequence
 
 from robustbench_act.errors import UserError
+from robustbench_act.inputs import MAX_SEED
 
-MAX_SEED = 2**31 - 1
-MAX_SEEDS = 1000  # a range that would train more models than this is a typo
+MAX_SEEDS = 10_000  # a range naming more seeds than this is a typo (0-99999999 would plan billions)
 
 
 def parse_int_set(spec: str | int | Sequence[int], option: str, *, low: int, high: int,
@@ -24,7 +24,7 @@ def parse_int_set(spec: str | int | Sequence[int], option: str, *, low: int, hig
     if isinstance(spec, int):
         vals = [spec]
     elif isinstance(spec, str):
-        vals = _parse_text(spec, option, example, max_count)
+        vals = _parse_text(spec, option, example, max_count, low, high)
     else:
         try:
             vals = [int(v) for v in spec]
@@ -41,7 +41,7 @@ def parse_int_set(spec: str | int | Sequence[int], option: str, *, low: int, hig
     return out
 
 
-def _parse_text(spec: str, option: str, example: str, max_count: int | None) -> list[int]:
+def _parse_text(spec: str, option: str, example: str, max_count: int | None, low: int, high: int) -> list[int]:
     text = spec.strip()
     if not text:
         raise UserError(f"{option} is empty; give e.g. {example}")
@@ -52,6 +52,8 @@ def _parse_text(spec: str, option: str, example: str, max_count: int | None) -> 
             lo, hi = int(m.group(1)), int(m.group(2))
             if lo > hi:
                 raise UserError(f"bad {option} range {part!r} (low > high)")
+            if lo < low or hi > high:  # before expanding: 1-99999999999 must not allocate
+                raise UserError(f"{option} must be in {low}..{high}, got {part}")
             if max_count is not None and hi - lo >= max_count:
                 raise UserError(f"{option} range {part!r} names {hi - lo + 1} values; at most {max_count}")
             vals.extend(range(lo, hi + 1))
@@ -68,6 +70,6 @@ def parse_severities(spec: str | int | Sequence[int]) -> list[int]:
 
 
 def parse_seeds(spec: str | int | Sequence[int]) -> list[int]:
-    """'0-4', '0,2,7', '3' or a list -> sorted unique training seeds in 0..2^31-1."""
+    """'0-4', '0,2,7', '3' or a list -> sorted unique training seeds in 0..2^63-1."""
     return parse_int_set(spec, "--seeds", low=0, high=MAX_SEED, example="0-2, 0,2,7 or 3",
                          max_count=MAX_SEEDS)  # fmt: skip

@@ -51,14 +51,22 @@ class RunOutcome:
 
 
 def parse_corruptions(spec: str | Sequence[str]) -> list[str]:
-    """'all', 'common', a group, or 'name,name' -> corruption names (plug-ins must be loaded first)."""
+    """'all', 'common', a group, 'name,name', or 'none' (clean only) -> corruption names.
+
+    Plug-ins must be loaded first. An empty string is refused (say 'none'); an empty list
+    means clean data only.
+    """
     import corruptions
 
     if not isinstance(spec, str):
+        if not list(spec):
+            return []
         spec = ",".join(spec)
     spec = spec.strip()
-    if spec in ("", "none"):
+    if spec == "none":
         return []
+    if not spec.strip(", "):
+        raise UserError("--corruptions is empty; give 'none' for clean data only, or e.g. all, noise, fog")
     try:
         return corruptions.names(spec)
     except corruptions.CorruptionError as exc:
@@ -170,7 +178,41 @@ def check_baseline(baseline: str | pd.DataFrame | None, activations: Sequence[st
         raise unknown("--baseline activation", baseline, [*activations, "alexnet", "a results folder"])
 
 
+def check_plugins(corruptions: Sequence[str], severities: Sequence[int], dataset: Any, *, seed: int = 0,
+                  preset: str | None = None, also: Sequence[str] = ()) -> None:  # fmt: skip
+    """Run each plug-in corruption (and those in ``also``) once on the first image at every
+    severity, before any output.
+
+    Plug-ins are user code and some built-ins read user files (frost photographs): one
+    that fails then fails here, in one line naming it (see ``corruptions.apply``), rather
+    than after an output folder was started.
+    """
+    import corruptions as corr_pkg
+
+    plugins = [c for c in corruptions if corr_pkg.get(c).source != "builtin" or c in also]
+    if not plugins or not hasattr(dataset, "__getitem__") or len(dataset) == 0:
+        return
+    x = torch.as_tensor(dataset[0][0])[None]
+    for name in plugins:
+        for s in severities:
+            corr_pkg.apply(x, name, int(s), seed=seed, indices=[0], preset=preset)
+
+
 def run_models(models: Mapping[str, nn.Module], info: Mapping[str, Mapping[str, Any]], dataset: Any, *,
+               out: str | Path, **options: Any) -> RunOutcome:
+    """Evaluate ``models`` into the results store at ``out`` (resumable) and summarise.
+
+    Options as :func:`_run_models`. The folder is locked while it is written (a second
+    writer is refused); a run that fails before finishing any cell leaves no folder behind.
+    """
+    from robustbench_act import distributed as dist
+    from robustbench_act.results import RunStore
+
+    with RunStore(out).guard(active=dist.is_main_process()):
+        return _run_models(models, info, dataset, out=out, **options)
+
+
+def _run_models(models: Mapping[str, nn.Module], info: Mapping[str, Mapping[str, Any]], dataset: Any, *,
                out: str | Path, config: dict[str, Any], corruptions: Sequence[str],
                severities: Sequence[int], probes: str = "all", seed: int = 0,
                batch_size: int = DEFAULT_BATCH_SIZE, device: torch.device | None = None,
@@ -198,6 +240,7 @@ def run_models(models: Mapping[str, nn.Module], info: Mapping[str, Mapping[str, 
         config = {**config, "frost": config.get("frost", frost_provenance(corruptions))}
         manifest = {**base_manifest(seed=seed, config=config, device=device), "run": run}
     if begun is None:
+        check_plugins(corruptions, severities, dataset, seed=seed, preset=preset)
         begun = _checked(lambda: store.begin(manifest, resume=resume))
     if begun == "complete":
         r = load_run(out, samples=False)
@@ -300,20 +343,23 @@ def run_default(activations: Sequence[str] = DEFAULT_ACTIVATIONS, out: str | Pat
 
     store = RunStore(out)
     manifest = {**base_manifest(seed=seed_list[0], config=config, device=dev), "run": out.name}
+    check_plugins(corrs, sevs, test, seed=int(corruption_seed), preset=preset)
     begun = _checked(lambda: store.begin(manifest, resume=resume))
     models: dict[str, nn.Module] = {}
     info: dict[str, dict[str, Any]] = {}
-    if begun != "complete":
-        for row in models_info:
-            key = f"{row['activation']}/s{row['seed']}"
-            models[key] = _trained_model(model, dataset, out / MODELS_DIR / f"{_slug(row['activation'])}-s{row['seed']}",
-                                         dataclasses.replace(cfg, seed=row["seed"]), row, resume=resume, device=dev,
-                                         train_progress=train_progress, on_trained=on_trained)  # fmt: skip
-            info[key] = row
-    return run_models(models, info, test, out=out, config=config, corruptions=corrs, severities=sevs,
-                      probes=probes, seed=int(corruption_seed), batch_size=batch_size, device=dev, amp=amp,
-                      resume=resume, preset=preset, progress=progress, on_cell_done=on_cell_done,
-                      baseline=baseline, begun=begun, manifest=manifest)
+    with store.guard(active=dist.is_main_process()):  # locked; removed again if nothing finished
+        if begun != "complete":
+            for row in models_info:
+                key = f"{row['activation']}/s{row['seed']}"
+                folder = out / MODELS_DIR / f"{_slug(row['activation'])}-s{row['seed']}"
+                models[key] = _trained_model(model, dataset, folder, dataclasses.replace(cfg, seed=row["seed"]), row,
+                                             resume=resume, device=dev, train_progress=train_progress,
+                                             on_trained=on_trained)  # fmt: skip
+                info[key] = row
+        return run_models(models, info, test, out=out, config=config, corruptions=corrs, severities=sevs,
+                          probes=probes, seed=int(corruption_seed), batch_size=batch_size, device=dev, amp=amp,
+                          resume=resume, preset=preset, progress=progress, on_cell_done=on_cell_done,
+                          baseline=baseline, begun=begun, manifest=manifest)
 
 
 def _default_specs(activations: str | Sequence[str], canonical: Callable[[str], str]) -> list[str]:

@@ -24,12 +24,12 @@ ends with exactly the tables of an uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,19 @@ from typing import Any
 import pandas as pd
 
 from robustbench_act.errors import UserError
-from robustbench_act.fileio import atomic_write, atomic_write_frame, atomic_write_json, make_folder
+from robustbench_act.fileio import (
+    atomic_write,
+    atomic_write_frame,
+    atomic_write_json,
+    check_fields,
+    folder_mode,
+    lock_folder,
+    make_folder,
+    read_json,
+    reading,
+    remove_if_empty,
+    unlock_folder,
+)
 
 KEYS = ("run", "model", "activation", "order", "seed", "dataset")
 #: Column order of each table (exact schema; the compare/report code reads these).
@@ -153,15 +165,34 @@ def cell_order(corruptions: Sequence[str], severities: Sequence[int], clean: boo
     return head + [(c, int(s)) for c in corruptions for s in sorted(int(x) for x in severities)]
 
 
+_NONE = type(None)
+#: JSON types of the manifest fields this package reads (any other field is free-form).
+MANIFEST_FIELDS: dict[str, Any] = {
+    "kind": str, "status": str, "run": str, "command": str, "started": str, "finished": str,
+    "device": str, "git_commit": (str, _NONE), "seed": (int, _NONE), "config": dict,
+    "versions": dict, "resumed": list,
+}  # fmt: skip
+CONFIG_FIELDS: dict[str, Any] = {
+    "mode": str, "dataset": str, "dataset_name": str, "corruptions": list, "severities": list,
+    "corruption_seed": (int, _NONE), "seed": (int, _NONE), "n_images": (int, _NONE),
+    "limit": (int, _NONE), "preset": (str, _NONE), "probes": str, "batch_size": int, "clean": bool,
+    "models": list, "activations": list, "amp": (str, _NONE), "world_size": int,
+}  # fmt: skip
+
+
 def read_manifest(path: str | Path) -> dict[str, Any] | None:
-    """The manifest of a run folder, or None when there is none; a damaged one is a UserError."""
+    """The manifest of a run folder, or None when there is none; a damaged one is a UserError.
+
+    Damaged means unreadable, not JSON, or JSON of the wrong shape (the fields in
+    :data:`MANIFEST_FIELDS` and :data:`CONFIG_FIELDS` must have their types).
+    """
     p = Path(path) / MANIFEST
     if not p.is_file():
         return None
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"unreadable manifest {p}: {exc}") from exc
+    manifest = read_json(p, "manifest")
+    check_fields(manifest, MANIFEST_FIELDS, f"manifest {p}")
+    check_fields(manifest.get("config", {}), CONFIG_FIELDS, f"manifest {p} config")
+    return manifest
 
 
 def is_complete(path: str | Path) -> bool:
@@ -185,15 +216,66 @@ class RunStore:
 
         Without ``resume`` an existing run folder is refused (one line, exit 2), so results
         are never mixed; with it, the stored config must match ``manifest["config"]``.
+        The folder is locked for this process (another writer is refused) until
+        :meth:`release` (or :meth:`finalize`, or the end of :meth:`guard`).
         """
+        from robustbench_act.inputs import check_out_folder
+
+        check_out_folder(self.path)
+        created = not self.path.exists()
+        make_folder(self.path)
+        lock_folder(self.path)
+        try:
+            return self._open(manifest, resume)
+        except BaseException:
+            self.release()
+            if created:
+                remove_if_empty(self.path)
+            raise
+
+    def release(self) -> None:
+        """Give up this process's lock on the folder (removes the lock file)."""
+        unlock_folder(self.path)
+
+    @contextmanager
+    def guard(self, active: bool = True) -> Iterator[None]:
+        """While a run is written: the lock is released at the end, and a run that failed before
+        finishing any cell is removed again (:meth:`abandon`). ``active=False``: a no-op."""
+        if not active:
+            yield
+            return
+        try:
+            yield
+        except BaseException:
+            self.abandon()
+            raise
+        finally:
+            self.release()
+
+    def abandon(self) -> None:
+        """Remove an unfinished run that holds nothing yet: no finished cell, no other file."""
+        if self.done_cells() or not self.path.is_dir():
+            return
+        ours = {MANIFEST, CELLS_DIR}
+        if any(p.name not in ours and not p.name.startswith(".") for p in self.path.iterdir()):
+            return
+        try:
+            m = read_manifest(self.path)
+        except UserError:  # not ours to remove
+            return
+        if m is None or m.get("status") != STATUS_INCOMPLETE:
+            return
+        shutil.rmtree(self.cells_dir, ignore_errors=True)
+        (self.path / MANIFEST).unlink(missing_ok=True)
+        self.release()
+        remove_if_empty(self.path)
+
+    def _open(self, manifest: dict[str, Any], resume: bool) -> str:
         existing = read_manifest(self.path)
         if existing is None:
-            if self.path.exists() and not self.path.is_dir():
-                raise UserError(f"--out {self.path} is a file, not a folder")
-            if self.path.is_dir() and any(p for p in self.path.iterdir() if not p.name.startswith(".")):
+            if any(p for p in self.path.iterdir() if not p.name.startswith(".")):
                 raise UserError(f"--out {self.path} exists and is not an actbench results folder; "
                                 "choose an empty or new folder")
-            make_folder(self.path)
             self._write_manifest({**manifest, "status": STATUS_INCOMPLETE})
             return "new"
         if existing.get("kind", "evaluation") != "evaluation":
@@ -227,6 +309,7 @@ class RunStore:
         make_folder(self.cells_dir)
         final = self.cells_dir / cell_dirname(cell.corruption, cell.severity)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=self.cells_dir))
+        os.chmod(tmp, folder_mode())  # mkdtemp makes it private; a cell is an ordinary folder
         kept: dict[str, pd.DataFrame] = {}
         try:
             for table in TABLES:
@@ -277,7 +360,8 @@ class RunStore:
                     continue
                 p = d / f"{table}.parquet"
                 if p.is_file():
-                    frames[table].append(pd.read_parquet(p))
+                    with reading(p, "cell table"):
+                        frames[table].append(pd.read_parquet(p))
         return {t: conform(pd.concat(f, ignore_index=True), t) if f else empty_frame(t)
                 for t, f in frames.items()}
 
@@ -311,6 +395,7 @@ class RunStore:
         self._write_manifest(done)
         atomic_write_frame(self.path / "metrics.parquet", tables["metrics"])
         shutil.rmtree(self.cells_dir, ignore_errors=True)
+        self.release()
         return tables["metrics"]
 
     def _write_samples(self, order: Sequence[tuple[str, int]] | None) -> None:
@@ -327,7 +412,8 @@ class RunStore:
                 for key in keys:
                     p = self.cells_dir / cell_dirname(*key) / "samples.parquet"
                     if key in done and p.is_file():
-                        part = conform(pd.read_parquet(p), "samples")
+                        with reading(p, "cell table"):
+                            part = conform(pd.read_parquet(p), "samples")
                         writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
 
         atomic_write(self.path / "samples.parquet", write)
@@ -359,10 +445,8 @@ def _read_table(path: Path, table: str) -> pd.DataFrame:
     p = path / f"{table}.parquet"
     if not p.is_file():
         return empty_frame(table)
-    try:
+    with reading(p, "results table"):  # a damaged file is the user's to fix: one line
         return conform(pd.read_parquet(p), table)
-    except Exception as exc:  # a damaged file is the user's to fix: one line
-        raise UserError(f"unreadable {p}: {exc}") from exc
 
 
 def load_run(path: str | Path, *, allow_incomplete: bool = False, samples: bool = True) -> Run:
@@ -375,6 +459,8 @@ def load_run(path: str | Path, *, allow_incomplete: bool = False, samples: bool 
     manifest = read_manifest(p)
     if manifest is None:
         raise UserError(f"{p} is not a results folder (no {MANIFEST})")
+    if manifest.get("kind", "evaluation") != "evaluation":
+        raise UserError(f"{p} is not a results folder: its {MANIFEST} describes a {manifest['kind']} output")
     if not is_complete(p):
         if not allow_incomplete:
             raise UserError(f"{p} holds an incomplete run ({len(RunStore(p).done_cells())} cells "

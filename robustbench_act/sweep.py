@@ -212,7 +212,26 @@ def status_table(out: str | Path, cells: Sequence[Cell], shard: tuple[int, int] 
 
 
 def run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict[str, Any]:
-    """Train (or resume, or skip) and evaluate (or resume, or skip) one cell; returns a row."""
+    """Train (or resume, or skip) and evaluate (or resume, or skip) one cell; returns a row.
+
+    The cell's folder is locked while this process works on it: a cell another process is
+    working on is skipped with status "busy" (two sweeps on one folder share the work).
+    """
+    from robustbench_act.fileio import FolderLock, make_folder
+
+    d = make_folder(Path(opts.out) / cell.name)
+    lock = FolderLock(d)
+    try:
+        lock.acquire()
+    except UserError as exc:
+        return {"cell": cell.name, "status": "busy", "action": f"skipped: {exc}".split(";")[0]}
+    try:
+        return _run_cell(cell, opts, progress=progress)
+    finally:
+        lock.release()
+
+
+def _run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict[str, Any]:
     import torch
 
     from robustbench_act.checkpoint import is_checkpoint, load_checkpoint
@@ -334,7 +353,10 @@ def combine(out: str | Path, cells: Sequence[Cell]) -> pd.DataFrame:
     for c in cells:
         edir = Path(out) / c.name / EVAL_DIR
         if is_complete(edir):
-            f = pd.read_parquet(edir / "metrics.parquet")
+            from robustbench_act.fileio import reading
+
+            with reading(edir / "metrics.parquet", "results table"):
+                f = pd.read_parquet(edir / "metrics.parquet")
             f["run"] = c.name
             frames.append(f)
     table = conform(pd.concat(frames, ignore_index=True), "metrics") if frames else empty_frame("metrics")
@@ -374,6 +396,14 @@ def check_frost_source(out: Path, cells: Sequence[Cell], corruptions: Sequence[s
                             "procedural) to the source the sweep started with")
 
 
+def check_sweep_folder(out: str | Path) -> None:
+    """A sweep folder is new, empty or a sweep: one holding a run or a training output is refused."""
+    p = Path(out)
+    if (p / "manifest.json").is_file():
+        raise UserError(f"--out {p} holds a run or training output (manifest.json), not a sweep; "
+                        "choose another --out")
+
+
 def run_sweep(
     cells: Sequence[Cell],
     opts: SweepOptions,
@@ -389,6 +419,7 @@ def run_sweep(
     from robustbench_act.manifest import base_manifest
 
     say = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+    check_sweep_folder(opts.out)
     table = status_table(opts.out, cells, shard)
     mine = shard_cells(cells, *shard)
     if dry_run:

@@ -37,6 +37,7 @@ which the checkpoint records (``evaluate.Normalize`` applies the same at test ti
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -56,7 +57,13 @@ from torch import nn
 from robustbench_act import distributed as dist
 from robustbench_act.data import ImageDataset, dataset_info, dataset_tensors, split_train_val
 from robustbench_act.errors import UserError, unknown
-from robustbench_act.fileio import atomic_write, atomic_write_frame, atomic_write_json, make_folder
+from robustbench_act.fileio import (
+    atomic_write,
+    atomic_write_frame,
+    atomic_write_json,
+    read_json,
+    writing_folder,
+)
 
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
 AMPS = ("bf16", "fp16", "auto")
@@ -123,28 +130,11 @@ class TrainConfig:
             raise unknown("checkpoint selection", self.select, SELECTS)
         if (self.epochs is None) == (self.iterations is None):
             raise UserError("give exactly one of epochs and iterations")
-        for name in ("lr", "momentum", "weight_decay", "gamma", "warmup", "label_smoothing", "grad_clip"):
-            v = getattr(self, name)
-            if v is not None and not math.isfinite(float(v)):
-                raise UserError(f"{name} must be a finite number, got {v}")
-        for name in ("epochs", "iterations", "batch_size", "eval_every", "check_every"):
-            v = getattr(self, name)
-            if v is not None and int(v) <= 0:
-                raise UserError(f"{name} must be positive, got {v}")
-        if self.lr <= 0:
-            raise UserError(f"lr must be positive, got {self.lr}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise UserError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.limit is not None and self.limit <= 0:
-            raise UserError(f"limit must be positive, got {self.limit}")
-        for name in ("num_workers", "crop_padding", "bn_recalibration_batches", "momentum",
-                     "weight_decay", "warmup"):  # fmt: skip
-            if getattr(self, name) < 0:
-                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise UserError(f"grad_clip must be positive, got {self.grad_clip}")
+        from robustbench_act.inputs import check_numbers
+
+        check_numbers({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})  # ranges
+        if any(not math.isfinite(m) or m < 0 for m in self.milestones):
+            raise UserError(f"milestones must be finite numbers >= 0, got {list(self.milestones)}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -317,7 +307,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", dist.local_rank() if dist.is_distributed() else torch.cuda.current_device())
         return torch.device("cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise unknown("device", str(device), ["auto", "cpu", "cuda", "cuda:0", "mps"]) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {device} requested but CUDA is not available")
     if dev.type == "cuda" and dev.index is None and dist.is_distributed():
@@ -598,6 +591,59 @@ def train(
         raise UserError("distributed=True needs a torchrun process group with more than one process")
     cfg = config.validate()
     out = Path(out_dir) if out_dir is not None else None
+    with _output_folder(out):
+        return _fit(model, train_set, cfg, val_set=val_set, out=out, resume=resume, progress=progress,
+                    meta=meta)
+
+
+# what a training run writes (checkpoint.WEIGHTS_NAME, META_NAME, hub.CONFIG_NAME, the "last" checkpoint)
+_OUTPUT_NAMES = (STATE_NAME, LOG_NAME, MANIFEST_NAME, "model.safetensors", "model.json", "config.json", "last")
+
+
+def _foreign_files(folder: Path) -> list[str]:
+    """Files in a training output folder that a training run did not write (hidden files aside)."""
+    import os
+
+    names = [n for n in sorted(os.listdir(folder)) if not n.startswith(".") and n not in _OUTPUT_NAMES]
+    if (folder / MANIFEST_NAME).is_file():
+        kind = read_json(folder / MANIFEST_NAME, "manifest").get("kind")
+        if kind != "train":
+            names.insert(0, f"{MANIFEST_NAME} of a {kind or 'non-training'} output")
+    return names
+
+
+@contextlib.contextmanager
+def _output_folder(out: Path | None) -> Iterator[None]:
+    """Rank 0 creates and locks ``out`` for the block (refusing foreign files); all ranks learn if it could."""
+    with contextlib.ExitStack() as stack:
+        error = None
+        if out is not None and dist.is_main_process():
+            try:
+                stack.enter_context(writing_folder(out, foreign=_foreign_files))
+            except UserError as exc:
+                error = str(exc)
+        if out is not None:
+            error = dist.broadcast_object(error)
+        if error:
+            raise UserError(error)
+        yield
+
+
+def _identity(net: nn.Module, meta: dict[str, Any] | None, info: dict[str, Any]) -> dict[str, Any]:
+    """What a run trains: model, activation, order and data; a resumed run must train the same."""
+    from robustbench_act.activations import canonical_spec
+
+    m = meta or {}
+    act = m.get("activation")
+    return {"model": m.get("model") or type(net).__name__, "activation": canonical_spec(act) if act else None,
+            "order": m.get("order") or "conventional", "dataset": m.get("dataset_spec"),
+            "classes": info.get("classes"), "image_size": list(info.get("image_size") or []),
+            "channels": info.get("channels")}  # fmt: skip
+
+
+def _fit(model: nn.Module, train_set: Any, cfg: TrainConfig, *, val_set: Any, out: Path | None,
+         resume: bool, progress: bool, meta: dict[str, Any] | None) -> TrainResult:  # fmt: skip
+    """The body of :func:`train` (the caller holds ``out``'s lock)."""
     main = dist.is_main_process()
     device = resolve_device(cfg.device)
     if cfg.limit is not None and len(train_set) > cfg.limit:
@@ -646,7 +692,7 @@ def train(
         if out is None:
             raise UserError("resume needs an output folder holding state.pt")
         if state_path is not None and state_path.is_file():
-            st = _read_state(state_path, cfg)
+            st = _read_state(state_path, cfg, _identity(net, meta, info))
             net.load_state_dict(st["model"])
             opt.load_state_dict(st["optimizer"])
             if st.get("scaler"):
@@ -656,7 +702,6 @@ def train(
             start_epoch, it = int(st["epoch"]), int(st["iteration"])
             elapsed = float(history[-1]["time"]) if history else 0.0
     if out is not None and main:
-        make_folder(out)
         manifest = _manifest(cfg, device, info, val_set, status="running", total=total, n_epochs=n_epochs)
         atomic_write_json(out / MANIFEST_NAME, manifest)
 
@@ -724,7 +769,8 @@ def train(
             reporter.epoch_end(row)
             if out is not None and main:
                 _write_log(out, history)
-                _write_state(state_path, net, opt, scaler, history, best, epoch + 1, it, cfg)
+                _write_state(state_path, net, opt, scaler, history, best, epoch + 1, it, cfg,
+                             _identity(net, meta, info))
             dist.barrier()
     finally:
         reporter.close()
@@ -823,32 +869,39 @@ def _write_log(out: Path, history: list[dict[str, Any]]) -> None:
 
 def _write_state(path: Path | None, net: nn.Module, opt: torch.optim.Optimizer, scaler: Any,
                  history: list[dict[str, Any]], best: dict[str, Any], epoch: int, it: int,
-                 cfg: TrainConfig) -> None:  # fmt: skip
+                 cfg: TrainConfig, identity: dict[str, Any]) -> None:  # fmt: skip
     if path is None:
         return
     state = {
         "model": _cpu_state(net), "optimizer": opt.state_dict(),
         "scaler": scaler.state_dict() if scaler.is_enabled() else None,
         "history": history, "best": best, "epoch": epoch, "iteration": it,
-        "config": cfg.to_dict(),
+        "config": cfg.to_dict(), "identity": identity,
         "rng": {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
     }  # fmt: skip
     atomic_write(path, lambda p: torch.save(state, p))
 
 
-def _read_state(path: Path, cfg: TrainConfig) -> dict[str, Any]:
+def _read_state(path: Path, cfg: TrainConfig, identity: dict[str, Any]) -> dict[str, Any]:
+    """The saved state of an interrupted run, refused when it trained another model or setting."""
     try:
         st = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UserError(f"cannot resume: {path} is unreadable ({type(exc).__name__}); delete it to restart") from exc
-    saved = st.get("config", {})
-    now = cfg.to_dict()
-    diffs = [k for k in _RESUME_KEYS if k in saved and saved[k] != now[k]]
+    if not isinstance(st, dict) or not {"model", "optimizer", "history", "best", "epoch"} <= set(st):
+        raise UserError(f"cannot resume: {path} is not a training state written by actbench; delete it to restart")
+    saved = {**st.get("config", {}), **st.get("identity", {})}  # states of older versions: no identity
+    now = {**cfg.to_dict(), **identity}
+    diffs = [k for k in (*_RESUME_KEYS, *identity) if k in saved and saved[k] != now[k]]
     if diffs:
         k = diffs[0]
+
+        def show(v: Any) -> str:
+            return "None (the model's own)" if k == "activation" and v is None else repr(v)
+
         raise UserError(
-            f"cannot resume from {path}: it was trained with {k}={saved[k]!r}, now {k}={now[k]!r}; "
+            f"cannot resume from {path}: it was trained with {k}={show(saved[k])}, now {k}={show(now[k])}; "
             f"use the same settings or a new --out folder"
         )
     return st

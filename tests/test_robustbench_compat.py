@@ -140,7 +140,9 @@ def test_cifar10c_spec_reads_robustbench_data_dir(rb_data, tmp_path: Path) -> No
     empty.mkdir()
     with pytest.raises(UserError, match=r"no corruption files in .*CIFAR-10-C/ \(RobustBench's data_dir"):
         load_dataset(f"cifar10-c:{empty}")
-    cli = subprocess.run([sys.executable, "-m", "robustbench_act", "run", "--checkpoint", str(empty / "x"),
+    ckpt = tmp_path / "ck.pt"  # exists: the input layer checks paths before the dataset is read
+    ckpt.write_bytes(b"")
+    cli = subprocess.run([sys.executable, "-m", "robustbench_act", "run", "--checkpoint", str(ckpt),
                           "--dataset", f"cifar10-c:{empty}"], capture_output=True, text=True)  # fmt: skip
     assert cli.returncode == 2 and "no corruption files in" in cli.stderr
     assert "valid: )" not in cli.stderr and len(cli.stderr.strip().splitlines()) == 1

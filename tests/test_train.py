@@ -292,9 +292,15 @@ def test_two_process_ddp_equals_single_process(tmp_path: Path) -> None:
     import torch.multiprocessing as mp
 
     # single process first: it also pays the one-time imports (torch._dynamo via the optimizer,
-    # timm via the manifest) that the forked children then inherit
-    single = train(_no_bn_model(), load_dataset("digits", split="train"), config=_ddp_cfg(),
-                   out_dir=tmp_path / "one", progress=False).model.state_dict()  # fmt: skip
+    # timm via the manifest) that the forked children then inherit; on one thread like the
+    # workers, so that "alone" (rank 0 without collectives) can be compared bit for bit
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = train(_no_bn_model(), load_dataset("digits", split="train"), config=_ddp_cfg(),
+                       out_dir=tmp_path / "one", progress=False).model.state_dict()  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
     # fork (where available) skips re-importing torch in the children: seconds instead of ~30 s
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "ddp")),

@@ -11,10 +11,8 @@ import importlib
 import sys
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from robustbench_act.errors import UserError
+from robustbench_act.errors import is_user_error
 
 app = typer.Typer(
     name="actbench",
@@ -35,8 +33,6 @@ _COMMAND_MODULES = (
     "surgery",
     "corruptions",
 )
-
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _print_version(value: bool) -> None:
@@ -70,23 +66,13 @@ def _register_all() -> None:
 _register_all()
 
 
-def _is_user_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is a bad-input error (ours or the corruptions package's).
-
-    ``corruptions`` is only consulted when some command already imported it: a
-    CorruptionError cannot have been raised otherwise, and importing it here would load
-    torch on every invocation (``--help`` included).
-    """
-    if isinstance(exc, UserError):
-        return True
-    corruptions_mod = sys.modules.get("corruptions")
-    error_type = getattr(corruptions_mod, "CorruptionError", None)
-    return error_type is not None and isinstance(exc, error_type)
+_is_user_error = is_user_error  # the CLI's classification of errors (see errors.is_user_error)
 
 
 def _one_line_error(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", markup=True,
-                      highlight=False)  # fmt: skip
+    from robustbench_act.cli.common import print_error  # imported with the command modules
+
+    print_error(message)
 
 
 def _parser_error_kind(exc: BaseException) -> str | None:

@@ -49,4 +49,6 @@ def activations_command(
 
 def register(app: typer.Typer) -> None:
     """Add the ``activations`` command to the actbench app."""
-    app.command("activations")(activations_command)
+    from robustbench_act.cli.common import command
+
+    app.command("activations")(command(activations_command))

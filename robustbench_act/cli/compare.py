@@ -48,13 +48,15 @@ def compare_command(
     by default. Refuses runs that saw different data unless --allow-mismatch (exit 2).
     """
     from robustbench_act.compare import compare_runs, write_comparison
+    from robustbench_act.fileio import writing_folder
     from robustbench_act.tables import FORMATS, formats_of
 
     try:
         fmts = list(dict.fromkeys(formats_of(formats or FORMATS)))
         table = compare_runs(run_dirs, by=by, reference=reference, allow_mismatch=allow_mismatch,
                              uncertainty=uncertainty)
-        written = write_comparison(table, out, fmts)
+        with writing_folder(out):  # one writer at a time
+            written = write_comparison(table, out, fmts)
     except UserError as exc:
         raise _fail(exc) from None
     console = Console(highlight=False)
@@ -81,11 +83,16 @@ def report_command(
     """
     import sys
 
+    from robustbench_act.fileio import writing_folder
+    from robustbench_act.inputs import name_list
     from robustbench_act.report import write_report
 
     try:
-        path = write_report(run_dirs, out, by=by, reference=reference, allow_mismatch=allow_mismatch,
-                            uncertainty=uncertainty, figures=figures, command=" ".join(["actbench", *sys.argv[1:]]))  # fmt: skip
+        name_list("--figures", figures)
+        with writing_folder(out):  # one writer at a time; a new folder is removed again on error
+            path = write_report(run_dirs, out, by=by, reference=reference, allow_mismatch=allow_mismatch,
+                                uncertainty=uncertainty, figures=figures,
+                                command=" ".join(["actbench", *sys.argv[1:]]))  # fmt: skip
     except UserError as exc:
         raise _fail(exc) from None
     Console(highlight=False).print(f"wrote {path}", markup=False)
@@ -93,5 +100,7 @@ def report_command(
 
 def register(app: typer.Typer) -> None:
     """Add the ``compare`` and ``report`` commands to the actbench app."""
-    app.command("compare")(compare_command)
-    app.command("report")(report_command)
+    from robustbench_act.cli.common import command
+
+    app.command("compare")(command(compare_command))
+    app.command("report")(command(report_command))

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from robustbench_act.cli.common import command
 from robustbench_act.errors import UserError
 
 corruptions_app = typer.Typer(
@@ -23,23 +21,6 @@ corruptions_app = typer.Typer(
 )
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _one_line_errors(fn: Callable[..., None]) -> Callable[..., None]:
-    """Turn user errors into ``error: ...`` on stderr and exit code 2 (also under CliRunner)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        from corruptions import CorruptionError
-
-        try:
-            fn(*args, **kwargs)
-        except (UserError, CorruptionError) as exc:
-            msg = " ".join(str(exc).split())  # one line, whatever the message
-            _err.print(f"[bold red]error:[/] {escape(msg)}", markup=True, highlight=False)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 def _load_plugins(plugins: list[Path] | None) -> None:
@@ -91,7 +72,7 @@ def _fmt_row(row: dict) -> str:
 
 
 @corruptions_app.command("list")
-@_one_line_errors
+@command
 def list_command(
     preset: str = typer.Option(
         "cifar", "--preset", help="Severity table: cifar, tinyimagenet or imagenet."
@@ -244,7 +225,7 @@ def _check_image_format(out: Path) -> None:
 
 
 @corruptions_app.command("preview")
-@_one_line_errors
+@command(out="out_file")
 def preview_command(
     image: Path | None = typer.Argument(None, help="An image file (png/jpg); or use --dataset."),
     out: Path = typer.Option(..., "--out", "-o", help="Output grid image (PNG)."),
@@ -297,7 +278,7 @@ def preview_command(
 
 
 @corruptions_app.command("export")
-@_one_line_errors
+@command(out="new_dir")
 def export_command(
     dataset: str = typer.Option(
         ..., "--dataset", help="Clean dataset spec (digits, cifar10, cifar100, imagefolder:PATH)."
@@ -366,9 +347,9 @@ def export_command(
         torch.empty(0, device=device)
     except (RuntimeError, ValueError) as exc:
         raise UserError(f"unusable --device {device!r}: {str(exc).splitlines()[0]}") from None
-    if frost_dir is not None:
-        weather.set_frost_images(frost_dir)
     from robustbench_act.data import load_dataset
+    from robustbench_act.fileio import locked_beside
+    from robustbench_act.pipeline import check_plugins
 
     ds = load_dataset(dataset, split=split, limit=limit, root=root)
     if not hasattr(ds, "__getitem__") or not hasattr(ds, "__len__"):
@@ -376,7 +357,11 @@ def export_command(
             f"--dataset {dataset!r} is a family of corrupted copies; export needs a clean dataset"
         )
     try:
-        with Progress(
+        if frost_dir is not None:
+            weather.set_frost_images(frost_dir)
+        also = ("frost",) if frost_dir is not None else ()  # user code and files fail before any output
+        check_plugins(selected, sevs, ds, seed=seed, preset=preset, also=also)
+        with locked_beside(out), Progress(
             TextColumn("[bold]export[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
             console=_err, transient=False,
         ) as bar:  # fmt: skip

@@ -14,7 +14,8 @@ from rich.markup import escape
 
 from robustbench_act.errors import UserError
 
-_CORR_HELP = "Corruptions: all, common, extra, noise, blur, weather, digital, plugins, or name,name."
+_CORR_HELP = ("Corruptions: all, common, extra, noise, blur, weather, digital, plugins, or name,name; "
+              "none for clean data only.")
 _DATASET_HELP = ("digits (bundled, offline), cifar10, cifar100 (--download to fetch), imagefolder:PATH, "
                  "cifar10-c:PATH, cifar100-c:PATH, tinyimagenet-c:PATH, imagenet-c:PATH.")
 
@@ -262,6 +263,7 @@ def _run(*, checkpoint: list[Path] | None, model: str | None, activation: str | 
          pre: dict[str, Any]) -> Any:
     import corruptions as corr_pkg
     from robustbench_act import pipeline
+    from robustbench_act.inputs import name_list
     from robustbench_act.preprocess import parse_floats
     from robustbench_act.probes import require_level
 
@@ -273,10 +275,7 @@ def _run(*, checkpoint: list[Path] | None, model: str | None, activation: str | 
         raise UserError(f"--limit must be positive, got {limit}")
     if workers < 0:
         raise UserError(f"--workers must be >= 0, got {workers}")
-    from robustbench_act.parsing import MAX_SEED
 
-    if not 0 <= corruption_seed <= MAX_SEED:
-        raise UserError(f"--corruption-seed must be in 0..{MAX_SEED}, got {corruption_seed}")
     if amp is not None and amp not in ("bf16", "fp16", "none"):
         from robustbench_act.errors import unknown
 
@@ -300,7 +299,8 @@ def _run(*, checkpoint: list[Path] | None, model: str | None, activation: str | 
                             "the default run trains its own models")
         if activations and activation:
             raise UserError("give --activations (several) or --activation (one), not both")
-        acts = pipeline.parse_list(activations or activation) or list(pipeline.DEFAULT_ACTIVATIONS)
+        acts = (name_list("--activations", activations) or name_list("--activation", activation)
+                or list(pipeline.DEFAULT_ACTIVATIONS))
         if dataset != "digits":
             from robustbench_act.data import load_dataset
 
@@ -313,7 +313,7 @@ def _run(*, checkpoint: list[Path] | None, model: str | None, activation: str | 
             dataset=dataset, corruptions=corrs, severities=sevs, probes=probes, batch_size=batch_size,
             device=dev, amp=amp, limit=limit, resume=resume, progress=prog, baseline=base,
             preset=preset, on_trained=prog.trained, corruption_seed=corruption_seed)
-    if activations:
+    if activations is not None:
         raise UserError("--activations chooses the default run's activations; with --checkpoint use --activation")
     if seeds is not None:
         raise UserError("--seeds are the default run's training seeds; a checkpoint has its own "
@@ -361,6 +361,7 @@ def _run_checkpoints(checkpoints: list[Path], *, model: str | None, activation: 
                 raise unknown(f"corruption in {dataset}", missing[0], sorted(avail))
             corrs = [c for c in corrs if c in avail]
             prog.line(f"note: {dataset} lacks {', '.join(missing)}; evaluating the other {len(corrs)}")
+        ds.check(corrs, sevs)
         clean = _clean_counterpart(dataset, root, limit, ds.path)
         meta_ds = clean if clean is not None else ds.get(corrs[0], sevs[0])
     else:
@@ -434,4 +435,6 @@ def _check_channels(net: Any, ds: Any, path: Path) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add ``actbench run``."""
-    app.command("run")(run_command)
+    from robustbench_act.cli.common import command
+
+    app.command("run")(command(run_command))

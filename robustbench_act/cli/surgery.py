@@ -55,4 +55,6 @@ def surgery_command(
 
 def register(app: typer.Typer) -> None:
     """Add the ``surgery`` command to the actbench app."""
-    app.command("surgery")(surgery_command)
+    from robustbench_act.cli.common import command
+
+    app.command("surgery")(command(surgery_command))

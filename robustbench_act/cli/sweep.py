@@ -59,13 +59,14 @@ def sweep_command(
 
 
 def _sweep(**o: object) -> None:
-    from robustbench_act.pipeline import parse_corruptions, parse_list, parse_severities
+    from robustbench_act.inputs import name_list
+    from robustbench_act.pipeline import parse_corruptions, parse_severities
     from robustbench_act.sweep import SweepOptions, parse_seeds, parse_shard, plan_cells, run_sweep
 
     if o["eval_limit"] is not None and int(o["eval_limit"]) <= 0:  # type: ignore[call-overload]
         raise UserError(f"--eval-limit must be positive, got {o['eval_limit']}")
-    cells = plan_cells(parse_list(o["models"]), parse_list(o["activations"]),  # type: ignore[arg-type]
-                       parse_list(o["orders"]), parse_seeds(o["seeds"]))  # type: ignore[arg-type]
+    cells = plan_cells(name_list("--models", o["models"]), name_list("--activations", o["activations"]),  # type: ignore[arg-type]
+                       name_list("--orders", o["orders"]), parse_seeds(o["seeds"]))  # type: ignore[arg-type]
     shard = parse_shard(o["shard"])  # type: ignore[arg-type]
     if o["shard"] is None:
         from robustbench_act.sweep import shard_from_slurm
@@ -80,6 +81,7 @@ def _sweep(**o: object) -> None:
         from robustbench_act.train import make_config
 
         make_config(o["recipe"], config_file=o["config_file"], **overrides)  # type: ignore[arg-type]  # validate early
+    o["amp"] = _check_eval_options(o)
     opts = SweepOptions(
         out=str(o["out"]), dataset=str(o["dataset"]), recipe=o["recipe"],  # type: ignore[arg-type]
         train_overrides=overrides, config_file=str(o["config_file"]) if o["config_file"] else None,
@@ -107,6 +109,25 @@ def _sweep(**o: object) -> None:
         typer.echo(f"combined metrics of {combined['run'].nunique()} cells: {Path(str(o['out'])) / 'metrics.parquet'}")
 
 
+def _check_eval_options(o: dict[str, object]) -> str | None:
+    """Probes, autocast, device and dataset checked before any cell runs; returns the amp mode."""
+    from robustbench_act.data import load_dataset
+    from robustbench_act.errors import unknown
+    from robustbench_act.pipeline import resolve_device
+    from robustbench_act.probes import require_level
+
+    require_level(str(o["probes"]))
+    amp = o["amp"]
+    if amp is not None and amp not in ("bf16", "fp16", "none"):
+        raise unknown("--amp mode", str(amp), ["bf16", "fp16", "none"])
+    resolve_device(str(o["device"]))
+    if not o["download"]:  # the data must be there (with --download the first cell fetches it)
+        load_dataset(str(o["dataset"]), split="test", root=o["root"], limit=1)  # type: ignore[arg-type]
+    return None if amp == "none" else str(amp) if amp else None
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``sweep`` command to the actbench app."""
-    app.command("sweep")(sweep_command)
+    from robustbench_act.cli.common import command
+
+    app.command("sweep")(command(sweep_command))

@@ -34,7 +34,7 @@ def train_command(
     activation: str | None = typer.Option(None, "--activation", "-a", help="Activation spec put in every activation site, e.g. la_silu or 'la_silu(alpha=0.1)' [default: the model's own]."),
     order: str = typer.Option("conventional", "--order", help="conventional (conv-BN-act) or swapped (conv-act-BN)."),
     dataset: str = typer.Option("cifar10", "--dataset", "-d", help="cifar10, cifar100, digits or imagefolder:PATH."),
-    seed: int = typer.Option(0, "--seed", "-s", help="Seed of init, data order, augmentation and the validation split."),
+    seed: int | None = typer.Option(None, "--seed", "-s", help="Seed of init, data order, augmentation and the validation split [default: the config file's, else 0]."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (checkpoint, train_log.csv, manifest.json, state.pt)."),
     recipe: str | None = typer.Option(None, "--recipe", "-r", help="paper | fast | finetune | digits [default: digits for digits, finetune with --checkpoint, else paper]."),
     epochs: int | None = typer.Option(None, "--epochs", help="Train this many epochs (replaces the recipe's iterations)."),
@@ -112,4 +112,6 @@ def _train(**o: object) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the ``train`` command to the actbench app."""
-    app.command("train")(train_command)
+    from robustbench_act.cli.common import command
+
+    app.command("train")(command(train_command))
