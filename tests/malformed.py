@@ -35,11 +35,12 @@ def _png(path: Path, seed: int, size: int = 12) -> None:
     Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
 
 
-def _imagefolder(root: Path, classes: tuple[str, ...] = ("a", "b", "c"), per_class: int = 2) -> Path:
+def _imagefolder(root: Path, classes: tuple[str, ...] = ("a", "b", "c"), per_class: int = 2,
+                 size: int = 12) -> Path:  # fmt: skip
     for split in ("train", "test"):
         for ci, c in enumerate(classes):
             for i in range(per_class):
-                _png(root / split / c / f"{i}.png", 10 * ci + i)
+                _png(root / split / c / f"{i}.png", 10 * ci + i, size=size)
     return root
 
 
@@ -66,6 +67,12 @@ def build_fixtures(root: Path) -> dict[str, str]:
     fx["res"] = root / "res"
     res = CliRunner().invoke(app, [*RUN, "--checkpoint", str(fx["ck"]), "--out", str(fx["res"])])
     assert res.exit_code == 0, res.output
+    fx["ck_rgb"] = root / "ck_rgb"  # 3 classes a, b, c of RGB images, like the ImageFolder fixtures
+    _imagefolder(root / "if_train_rgb", per_class=10, size=16)
+    res = CliRunner().invoke(app, ["train", "--dataset", f"imagefolder:{root / 'if_train_rgb'}", "--recipe", "digits",
+                                   "--model", "cnn_small", "--epochs", "1", "--batch-size", "4", "--quiet",
+                                   "--out", str(fx["ck_rgb"])])  # fmt: skip
+    assert res.exit_code == 0, res.output
     fx["file"] = root / "a_file.txt"
     fx["file"].write_text("not a folder\n")
     fx["dir"] = root / "a_dir"
@@ -81,6 +88,9 @@ def build_fixtures(root: Path) -> dict[str, str]:
     fx["if_bad_image"] = _imagefolder(root / "if_bad_image")
     for split in ("train", "test"):
         (fx["if_bad_image"] / split / "b" / "9.png").write_bytes(b"garbage" * 30)
+    fx["if_big_bad_image"] = _imagefolder(root / "if_big_bad_image", size=80)  # decoded per item
+    for split in ("train", "test"):
+        (fx["if_big_bad_image"] / split / "c" / "5.png").write_bytes(b"garbage" * 30)
     fx["if_noclass"] = root / "if_noclass"
     (fx["if_noclass"] / "test").mkdir(parents=True)
     (fx["if_noclass"] / "train").mkdir(parents=True)
@@ -316,6 +326,8 @@ def cases() -> list[tuple[str, list[str]]]:
         ("train --dataset cifar10-c", [*TRAIN[:1], *CK_TRAIN[2:], "--dataset", "cifar10-c:{c_good}", *oo]),
         ("train --root a file", [*TRAIN[:1], *CK_TRAIN[2:], "--dataset", "cifar10", "--root", "{file}", *oo]),
         ("train empty class folder", [*TRAIN[:1], *CK_TRAIN[2:], "--dataset", "imagefolder:{if_empty_class}", *oo]),
+        ("run undecodable image in a loader worker", [*RUN, "--checkpoint", "{ck_rgb}", "--dataset",
+                                                      "imagefolder:{if_big_bad_image}", "--workers", "1", *oo]),  # fmt: skip
         ("train undecodable image", [*TRAIN[:1], *CK_TRAIN[2:], "--dataset", "imagefolder:{if_bad_image}", *oo]),
         ("sweep --out a file", [*SWEEP, "--out", "{file}"]),
         ("sweep --dry-run --out a file", [*SWEEP, "--dry-run", "--out", "{file}"]),
