@@ -196,12 +196,15 @@ class FolderLock:
                 raise UserError(f"cannot lock {self.folder} for writing: {exc.strerror or exc}") from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except BlockingIOError:
                 holder = _read_pid(fd)
                 os.close(fd)
                 who = f"pid {holder}" if holder else "another process"
                 raise UserError(f"{self.folder} is being written by {who}; wait for it to finish "
                                 "or choose another output folder") from None
+            except OSError as exc:  # e.g. a file system without locks: say so, never write unlocked
+                os.close(fd)
+                raise UserError(f"cannot lock {self.folder} for writing: {exc.strerror or exc}") from exc
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
             try:  # the previous holder may have removed the file between our open and flock
