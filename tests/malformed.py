@@ -245,7 +245,8 @@ Cases = list[tuple[str, list[str]]]
 
 def cases() -> Cases:
     """The malformed invocations, each expected to end in one 'error:' line and exit code 2."""
-    return [*_number_cases(), *_list_cases(), *_path_cases(), *_file_cases(), *_name_cases()]
+    return [*_number_cases(), *_list_cases(), *_path_cases(), *_reader_path_cases(), *_file_cases(),
+            *_name_cases()]
 
 
 def _number_cases() -> Cases:
@@ -308,7 +309,7 @@ def _list_cases() -> Cases:
 
 
 def _path_cases() -> Cases:
-    """Paths of the wrong kind, missing, or holding the wrong things, every command."""
+    """Paths of the wrong kind, missing, or holding the wrong things: run, train, sweep."""
     ck, oo = CK, OO
     return [
         ("run --out a file", [*RUN, *ck, "--out", "{file}"]),
@@ -354,6 +355,13 @@ def _path_cases() -> Cases:
         ("sweep --out a results folder", [*SWEEP, "--out", "{res}"]),
         ("sweep --config missing", [*SWEEP, "--config", "{dir}/x.toml", *oo]),
         ("sweep --dataset imagefolder:file", [*SWEEP, "--dataset", "imagefolder:{file}", *oo]),
+    ]
+
+
+def _reader_path_cases() -> Cases:
+    """Paths of the wrong kind for compare, report and the corruption commands."""
+    oo = OO
+    return [
         ("compare missing", ["compare", "{dir}/nope", *oo]),
         ("compare a file", ["compare", "{file}", *oo]),
         ("compare an empty folder", ["compare", "{dir}", *oo]),
