@@ -196,12 +196,17 @@ class FolderLock:
                 raise UserError(f"cannot lock {self.folder} for writing: {exc.strerror or exc}") from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except BlockingIOError:
                 holder = _read_pid(fd)
                 os.close(fd)
                 who = f"pid {holder}" if holder else "another process"
                 raise UserError(f"{self.folder} is being written by {who}; wait for it to finish "
                                 "or choose another output folder") from None
+            except OSError as exc:  # e.g. a file system without locks: say so, never write unlocked
+                os.close(fd)
+                raise UserError(f"cannot lock {self.folder} for writing: {exc.strerror or exc}") from exc
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
             try:  # the previous holder may have removed the file between our open and flock
                 same = os.stat(self.file).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -209,8 +214,6 @@ class FolderLock:
             if same:
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         _HELD[self.key] = [fd, 1, os.getpid()]
         self.held = True
         return self
@@ -239,11 +242,18 @@ class FolderLock:
 
 
 def _read_pid(fd: int) -> int | None:
-    try:
-        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        return int(text) if text.isdigit() else None
-    except OSError:
-        return None
+    """The holder's pid from the lock file (it writes it right after locking: wait a moment for it)."""
+    import time
+
+    for _ in range(50):
+        try:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        except OSError:
+            return None
+        if text.isdigit():
+            return int(text)
+        time.sleep(0.01)
+    return None
 
 
 def lock_folder(folder: str | Path, lock_file: str | Path | None = None) -> FolderLock:

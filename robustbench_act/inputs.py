@@ -22,7 +22,7 @@ from robustbench_act.errors import UserError
 MAX_SEED = 2**63 - 1  # seeds are stored as int64 (manifests, parquet tables, torch generators)
 MAX_IMAGES = 10**9
 MAX_BATCH = 2**20
-MAX_SIDE = 1024  # image sides: 1024 px already makes 3 MB per image, 40x an ImageNet crop
+MAX_SIDE = 1024  # image sides: 1024 px is 3 MB per RGB image, 20x an ImageNet crop
 MAX_CLASSES = 100_000
 MAX_PROCESSES = 256
 

@@ -470,6 +470,11 @@ def load_run(path: str | Path, *, allow_incomplete: bool = False, samples: bool 
             tables["samples"] = empty_frame("samples")
     else:
         tables = {t: (_read_table(p, t) if (t != "samples" or samples) else empty_frame(t)) for t in TABLES}
+        if not samples and (p / "samples.parquet").is_file():  # not read now: at least readable later
+            import pyarrow.parquet as pq
+
+            with reading(p / "samples.parquet", "results table"):
+                pq.ParquetFile(p / "samples.parquet").close()
     return Run(manifest=manifest, manifests=[manifest], paths=[p], **tables)
 
 

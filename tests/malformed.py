@@ -35,11 +35,12 @@ def _png(path: Path, seed: int, size: int = 12) -> None:
     Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
 
 
-def _imagefolder(root: Path, classes: tuple[str, ...] = ("a", "b", "c"), per_class: int = 2) -> Path:
+def _imagefolder(root: Path, classes: tuple[str, ...] = ("a", "b", "c"), per_class: int = 2,
+                 size: int = 12) -> Path:  # fmt: skip
     for split in ("train", "test"):
         for ci, c in enumerate(classes):
             for i in range(per_class):
-                _png(root / split / c / f"{i}.png", 10 * ci + i)
+                _png(root / split / c / f"{i}.png", 10 * ci + i, size=size)
     return root
 
 
@@ -66,6 +67,12 @@ def build_fixtures(root: Path) -> dict[str, str]:
     fx["res"] = root / "res"
     res = CliRunner().invoke(app, [*RUN, "--checkpoint", str(fx["ck"]), "--out", str(fx["res"])])
     assert res.exit_code == 0, res.output
+    fx["ck_rgb"] = root / "ck_rgb"  # 3 classes a, b, c of RGB images, like the ImageFolder fixtures
+    _imagefolder(root / "if_train_rgb", per_class=10, size=16)
+    res = CliRunner().invoke(app, ["train", "--dataset", f"imagefolder:{root / 'if_train_rgb'}", "--recipe", "digits",
+                                   "--model", "cnn_small", "--epochs", "1", "--batch-size", "4", "--quiet",
+                                   "--out", str(fx["ck_rgb"])])  # fmt: skip
+    assert res.exit_code == 0, res.output
     fx["file"] = root / "a_file.txt"
     fx["file"].write_text("not a folder\n")
     fx["dir"] = root / "a_dir"
@@ -81,6 +88,9 @@ def build_fixtures(root: Path) -> dict[str, str]:
     fx["if_bad_image"] = _imagefolder(root / "if_bad_image")
     for split in ("train", "test"):
         (fx["if_bad_image"] / split / "b" / "9.png").write_bytes(b"garbage" * 30)
+    fx["if_big_bad_image"] = _imagefolder(root / "if_big_bad_image", size=80)  # decoded per item
+    for split in ("train", "test"):
+        (fx["if_big_bad_image"] / split / "c" / "5.png").write_bytes(b"garbage" * 30)
     fx["if_noclass"] = root / "if_noclass"
     (fx["if_noclass"] / "test").mkdir(parents=True)
     (fx["if_noclass"] / "train").mkdir(parents=True)
@@ -156,10 +166,11 @@ def _manifest_fixtures(root: Path, fx: dict[str, Path]) -> None:
     shutil.copytree(fx["res"], d)
     (d / "manifest.json").write_text("{not json")
     fx["m_not_json"] = d
-    d = root / "m_bad_parquet"
-    shutil.copytree(fx["res"], d)
-    (d / "metrics.parquet").write_bytes(b"PAR1 garbage")
-    fx["m_bad_parquet"] = d
+    for table in ("metrics", "layers", "samples", "units"):
+        d = root / f"m_bad_{table}"
+        shutil.copytree(fx["res"], d)
+        (d / f"{table}.parquet").write_bytes(b"PAR1 garbage")
+        fx[f"m_bad_{table}"] = d
 
 
 _KERNEL = ("import corruptions\n"
@@ -175,25 +186,27 @@ def _plugin_fixtures(root: Path, fx: dict[str, Path]) -> None:
         "p_kernel_type": "return 'not a tensor'",
         "p_kernel_keyerror": "return params['nope']",
     }
-    for name, body in bodies.items():
-        fx[name] = root / f"{name}.py"
-        fx[name].write_text(_KERNEL.format(name=name, body=body))
-    for name, text in {
+    _write_texts(root, fx, {name: _KERNEL.format(name=name, body=body) for name, body in bodies.items()}, ".py")
+    _write_texts(root, fx, {
         "p_import_raises": "raise ImportError('no such dependency: foo')\n",
         "p_import_exit": "import sys\nsys.exit(3)\n",
         "p_syntax": "def broken(:\n",
         "p_nothing": "x = 1\n",
         "p_bad_register": "import corruptions\ncorruptions.register('bad name', group='extra', presets=[1]*5)(len)\n",
         "p_keyboard": "raise SystemExit('bye')\n",
-    }.items():
-        fx[name] = root / f"{name}.py"
-        fx[name].write_text(text)
+    }, ".py")
     fx["p_not_py"] = root / "p_not_py.txt"
     fx["p_not_py"].write_text("hello\n")
 
 
+def _write_texts(root: Path, fx: dict[str, Path], texts: dict[str, str], suffix: str) -> None:
+    for name, text in texts.items():
+        fx[name] = root / f"{name}{suffix}"
+        fx[name].write_text(text)
+
+
 def _config_fixtures(root: Path, fx: dict[str, Path]) -> None:
-    for name, text in {
+    _write_texts(root, fx, {
         "cfg_lr_huge": "lr = 1e308\n",
         "cfg_lr_nan": "lr = nan\n",
         "cfg_epochs_neg": "epochs = -1\n",
@@ -210,9 +223,7 @@ def _config_fixtures(root: Path, fx: dict[str, Path]) -> None:
         "cfg_milestones": "milestones = ['a']\n",
         "cfg_workers_huge": "num_workers = 100000\n",
         "cfg_list": "[[train]]\nepochs = 1\n",
-    }.items():
-        fx[name] = root / f"{name}.toml"
-        fx[name].write_text(text)
+    }, ".toml")
     fx["cfg_yaml_list"] = root / "cfg_yaml_list.yaml"
     fx["cfg_yaml_list"].write_text("- 1\n- 2\n")
     fx["cfg_txt"] = root / "cfg.txt"
@@ -228,12 +239,20 @@ INTS = (HUGE, "-3", "0")
 FLOATS = ("nan", "inf", "-inf", "1e308", "-1")
 
 
-def cases() -> list[tuple[str, list[str]]]:
+CK, OO = ["--checkpoint", "{ck}"], ["--out", "{out}"]
+Cases = list[tuple[str, list[str]]]
+
+
+def cases() -> Cases:
     """The malformed invocations, each expected to end in one 'error:' line and exit code 2."""
-    out: list[tuple[str, list[str]]] = []
-    ck = ["--checkpoint", "{ck}"]
-    oo = ["--out", "{out}"]
-    # numbers, every command
+    return [*_number_cases(), *_list_cases(), *_path_cases(), *_reader_path_cases(), *_file_cases(),
+            *_name_cases()]
+
+
+def _number_cases() -> Cases:
+    """Numbers out of range (huge, negative, zero where meaningless, NaN, inf), every command."""
+    out: Cases = []
+    ck, oo = CK, OO
     for opt in ("--seed", "--corruption-seed"):
         out += _numbers(RUN, opt, (HUGE, "-3"), [*ck, *oo])
     for opt in ("--limit", "--batch-size"):
@@ -262,7 +281,13 @@ def cases() -> list[tuple[str, list[str]]]:
         out.append((f"surgery --num-classes {v}", ["surgery", "cnn_small", "--to", "relu", "--num-classes", v]))
         out.append((f"surgery resnet20 --num-classes {v}",
                     ["surgery", "resnet20", "--to", "silu", "--num-classes", v]))  # fmt: skip
-    # lists that select nothing
+    return out
+
+
+def _list_cases() -> Cases:
+    """Lists that select nothing or hold an empty item; ranges that are not ranges."""
+    out: Cases = []
+    ck, oo = CK, OO
     for v in ("", ",,", " ", ",", "relu,,silu"):
         out.append((f"run --activations {v!r}", [*RUN, "--activations", v, *oo]))
     for v in ("", ",,", " "):
@@ -280,8 +305,13 @@ def cases() -> list[tuple[str, list[str]]]:
         out.append((f"export --severities {v}", [*EXPORT, "--severities", v, *oo]))
     for v in ("", "0", "1/0", "2/2", "-1/2", "a/b", f"0/{HUGE}x"):
         out.append((f"sweep --shard {v!r}", [*SWEEP, "--shard", v, *oo]))
-    # paths: kind and existence, every command
-    out += [
+    return out
+
+
+def _path_cases() -> Cases:
+    """Paths of the wrong kind, missing, or holding the wrong things: run, train, sweep."""
+    ck, oo = CK, OO
+    return [
         ("run --out a file", [*RUN, *ck, "--out", "{file}"]),
         ("run --out below a file", [*RUN, *ck, "--out", "{file}/x"]),
         ("run --out a foreign folder", [*RUN, *ck, "--out", "{if}"]),
@@ -316,6 +346,8 @@ def cases() -> list[tuple[str, list[str]]]:
         ("train --dataset cifar10-c", [*TRAIN[:1], *CK_TRAIN[2:], "--dataset", "cifar10-c:{c_good}", *oo]),
         ("train --root a file", [*TRAIN[:1], *CK_TRAIN[2:], "--dataset", "cifar10", "--root", "{file}", *oo]),
         ("train empty class folder", [*TRAIN[:1], *CK_TRAIN[2:], "--dataset", "imagefolder:{if_empty_class}", *oo]),
+        ("run undecodable image in a loader worker", [*RUN, "--checkpoint", "{ck_rgb}", "--dataset",
+                                                      "imagefolder:{if_big_bad_image}", "--workers", "1", *oo]),  # fmt: skip
         ("train undecodable image", [*TRAIN[:1], *CK_TRAIN[2:], "--dataset", "imagefolder:{if_bad_image}", *oo]),
         ("sweep --out a file", [*SWEEP, "--out", "{file}"]),
         ("sweep --dry-run --out a file", [*SWEEP, "--dry-run", "--out", "{file}"]),
@@ -323,6 +355,13 @@ def cases() -> list[tuple[str, list[str]]]:
         ("sweep --out a results folder", [*SWEEP, "--out", "{res}"]),
         ("sweep --config missing", [*SWEEP, "--config", "{dir}/x.toml", *oo]),
         ("sweep --dataset imagefolder:file", [*SWEEP, "--dataset", "imagefolder:{file}", *oo]),
+    ]
+
+
+def _reader_path_cases() -> Cases:
+    """Paths of the wrong kind for compare, report and the corruption commands."""
+    oo = OO
+    return [
         ("compare missing", ["compare", "{dir}/nope", *oo]),
         ("compare a file", ["compare", "{file}", *oo]),
         ("compare an empty folder", ["compare", "{dir}", *oo]),
@@ -358,7 +397,12 @@ def cases() -> list[tuple[str, list[str]]]:
         ("list --plugin missing", ["corruptions", "list", "--plugin", "{dir}/x.py"]),
         ("list --preset nope", ["corruptions", "list", "--preset", "nope"]),
     ]
-    # *-C folders with damaged files
+
+
+def _file_cases() -> Cases:
+    """Damaged files: *-C arrays and labels, manifests, plug-ins (user code), config files."""
+    out: Cases = []
+    ck, oo = CK, OO
     for name in ("c_random_bytes", "c_truncated", "c_object", "c_float", "c_3d", "c_empty_file",
                  "c_labels_range", "c_labels_negative", "c_labels_float", "c_labels_2d", "c_labels_count",
                  "c_labels_bytes", "c_manifest_list", "c_manifest_sev"):  # fmt: skip
@@ -367,7 +411,7 @@ def cases() -> list[tuple[str, list[str]]]:
     # manifests of the wrong shape
     for name in ("m_list", "m_string", "m_null", "m_config_list", "m_config_str", "m_status_int",
                  "m_versions_list", "m_n_images_str", "m_seed_list", "m_kind_int", "m_dataset_dict",
-                 "m_not_json", "m_bad_parquet"):  # fmt: skip
+                 "m_not_json", "m_bad_metrics", "m_bad_layers", "m_bad_samples", "m_bad_units"):  # fmt: skip
         out.append((f"compare {name}", ["compare", f"{{{name}}}", *oo]))
         out.append((f"report {name}", ["report", f"{{{name}}}", *oo]))
         out.append((f"run --baseline {name}", [*RUN, *ck, "--baseline", f"{{{name}}}", *oo]))
@@ -388,8 +432,13 @@ def cases() -> list[tuple[str, list[str]]]:
         out.append((f"train --config {name}", [*TRAIN_CFG, "--config", f"{{{name}}}", *oo]))
     for name in ("cfg_lr_huge", "cfg_epochs_neg", "cfg_syntax"):
         out.append((f"sweep --config {name}", [*SWEEP_CFG, "--config", f"{{{name}}}", *oo]))
-    # names
-    out += [
+    return out
+
+
+def _name_cases() -> Cases:
+    """Unknown or conflicting names and settings."""
+    ck, oo = CK, OO
+    return [
         ("run --activation typo", [*RUN, "--activations", "rleu", *oo]),
         ("run --activation bad spec", [*RUN, "--activations", "la_silu(alpha=)", *oo]),
         ("run --activation kwarg", [*RUN, "--activations", "la_silu(nope=1)", *oo]),
@@ -447,16 +496,9 @@ def cases() -> list[tuple[str, list[str]]]:
         ("export --split typo", [*EXPORT, "--split", "tset", *oo]),
         ("export --preset typo", [*EXPORT, "--preset", "cifra", *oo]),
     ]
-    return out
 
 
 # ----------------------------------------------------------------------------- permissions
-
-PERMISSION_FIXTURES = ("ro_dir", "ro_parent", "c_unreadable_npy", "c_unreadable_labels", "if_unreadable_class",
-                       "if_unreadable_image", "cfg_unreadable", "p_unreadable", "ck_unreadable",
-                       "res_unreadable_parquet", "res_unreadable_manifest", "photo_unreadable",
-                       "frost_unreadable")  # fmt: skip
-
 
 def build_permission_fixtures(root: Path, fx: dict[str, str]) -> dict[str, str]:
     """Fixtures a non-privileged process cannot read or write (chmod); call after build_fixtures."""
@@ -535,78 +577,3 @@ def permission_cases() -> list[tuple[str, list[str]]]:
         ("export --frost-dir unreadable image", [*EXPORT, "--corruptions", "frost", "--frost-dir",
                                                  "{frost_unreadable}", *oo]),  # fmt: skip
     ]
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """(size, mtime) of everything under ``root`` (folders: size only); unreadable folders skipped."""
-    import os
-
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for n in dirnames + filenames:
-            p = Path(dirpath) / n
-            st = p.lstat()
-            out[str(p.relative_to(root))] = (st.st_size, 0 if p.is_dir() else st.st_mtime_ns)
-    return out
-
-
-def changes(before: dict, after: dict) -> list[str]:
-    """Paths created, removed or changed between two snapshots."""
-    return sorted(set(before) ^ set(after)) + sorted(k for k in set(before) & set(after) if before[k] != after[k])
-
-
-def invoke(argv: list[str], fx: dict[str, str], root: Path, *, console: bool = False) -> dict[str, object]:
-    """Run one case in ``root/scratch``: what it did and what it changed.
-
-    Through Typer's CliRunner, or with ``console`` through ``cli.main`` (the console script's
-    entry point, which also folds the parser's own errors into one line) in this process.
-    """
-    import os
-
-    args = [a.format(out=root / "scratch" / "out", **fx) for a in argv]
-    before = snapshot(root)
-    cwd = os.getcwd()
-    os.chdir(root / "scratch")  # compare's --out defaults to the current folder
-    try:
-        code, stdout, stderr, exc = _main(args) if console else _runner(args)
-    finally:
-        os.chdir(cwd)
-    return {"code": code, "stdout": stdout, "stderr": stderr,
-            "exception": f"{type(exc).__name__}: {exc}" if exc is not None else None,
-            "changed": changes(before, snapshot(root))}  # fmt: skip
-
-
-def _runner(args: list[str]) -> tuple[int, str, str, BaseException | None]:
-    from typer.testing import CliRunner
-
-    from robustbench_act.cli import app
-
-    res = CliRunner().invoke(app, args)
-    exc = res.exception if not isinstance(res.exception, SystemExit) else None
-    return res.exit_code, res.stdout, res.stderr, exc
-
-
-def _main(args: list[str]) -> tuple[int, str, str, BaseException | None]:
-    import contextlib
-    import io
-    import sys
-
-    from robustbench_act.cli import main
-
-    out, err, saved = io.StringIO(), io.StringIO(), sys.argv
-    sys.argv, code, exc = ["actbench", *args], 0, None
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    except Exception as e:  # a traceback the user would see
-        code, exc = 1, e
-    finally:
-        sys.argv = saved
-    return code, out.getvalue(), err.getvalue(), exc
-
-
-def invoke_all(cases: list[tuple[str, list[str]]], fx: dict[str, str], root: str) -> dict[str, dict]:
-    """:func:`invoke` through ``cli.main`` for many cases (a child process without root's override)."""
-    return {cid: invoke(argv, fx, Path(root), console=True) for cid, argv in cases}

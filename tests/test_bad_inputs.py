@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 try:  # tests/ on sys.path (pytest's default rootdir-less import mode)
+    import clirun
     import malformed
 except ImportError:  # tests/ imported as a package
-    from tests import malformed
+    from tests import clirun, malformed
 
 CASES = malformed.cases()
 
@@ -59,7 +60,7 @@ def test_the_table_is_large_distinct_and_covers_every_command() -> None:
 @pytest.mark.parametrize(("cid", "argv"), CASES, ids=[c[0] for c in CASES])
 def test_malformed_invocation_is_one_line_exit_2_and_writes_nothing(world, cid: str, argv: list[str]) -> None:
     root, fx = world
-    _assert_clean(cid=cid, **malformed.invoke(argv, fx, root))  # type: ignore[arg-type]
+    _assert_clean(cid=cid, **clirun.invoke(argv, fx, root))  # type: ignore[arg-type]
 
 
 def _console(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -80,9 +81,9 @@ CONSOLE_SAMPLE = ["run --seed 99999999999999999999999", "train --lr 1e308", "sur
 def test_console_script_refuses_the_same_way(world, cid: str) -> None:
     root, fx = world
     args = [a.format(out=root / "scratch" / "out", **fx) for a in dict(CASES)[cid]]
-    before = malformed.snapshot(root)
+    before = clirun.snapshot(root)
     res = _console(args, root / "scratch")
-    _assert_clean(res.returncode, res.stdout, res.stderr, malformed.changes(before, malformed.snapshot(root)), cid)
+    _assert_clean(res.returncode, res.stdout, res.stderr, clirun.changes(before, clirun.snapshot(root)), cid)
 
 
 def _unprivileged() -> list[str] | None:
@@ -110,8 +111,8 @@ def unprivileged_results(world) -> dict[str, dict]:
         pytest.skip("running as root without setpriv: permissions cannot be taken away")
     fx = {**fx, **malformed.build_permission_fixtures(root / "perm", fx)}
     tests = str(Path(__file__).resolve().parent)
-    code = (f"import json, sys; sys.path.insert(0, {tests!r}); import malformed; "
-            "print(json.dumps(malformed.invoke_all(**json.load(sys.stdin))))")  # fmt: skip
+    code = (f"import json, sys; sys.path.insert(0, {tests!r}); import clirun; "
+            "print(json.dumps(clirun.invoke_all(**json.load(sys.stdin))))")  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(tests).parent), "OMP_NUM_THREADS": "1"}
     payload = json.dumps({"cases": PERMISSION_CASES, "fx": fx, "root": str(root)})
     try:

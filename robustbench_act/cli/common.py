@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,17 @@ _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def print_error(message: str) -> None:
     """``error: <message>`` on stderr, folded onto one line."""
-    _err.print(f"[bold red]error:[/] {escape(' '.join(str(message).split()))}", markup=True, highlight=False)
+    _err.print(f"[bold red]error:[/] {escape(one_line(message))}", markup=True, highlight=False)
+
+
+def one_line(message: str) -> str:
+    """A message on one line; one that embeds a traceback (an error re-raised from a data
+    loader worker) becomes the original error's own message."""
+    lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
+    if any("Traceback (most recent call last)" in ln for ln in lines):
+        head, sep, rest = lines[-1].partition(": ")
+        return rest if sep and re.fullmatch(r"[\w.]+", head) else lines[-1]
+    return " ".join(" ".join(lines).split())
 
 
 def _labels(fn: Callable[..., Any]) -> dict[str, str]:

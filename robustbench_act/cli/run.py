@@ -10,7 +10,6 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from robustbench_act.errors import UserError
 
@@ -32,8 +31,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _fail(msg: str) -> typer.Exit:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(
-        f"[bold red]error:[/] {escape(msg)}", markup=True, highlight=False)
+    from robustbench_act.cli.common import print_error
+
+    print_error(msg)
     return typer.Exit(2)
 
 

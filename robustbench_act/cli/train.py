@@ -9,16 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from robustbench_act.errors import UserError
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(
-        f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False
-    )
+    from robustbench_act.cli.common import print_error
+
+    print_error(str(exc))
     return typer.Exit(2)
 
 
