@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from robustbench_act.errors import UserError
 from robustbench_act.inputs import MAX_SEED
@@ -73,3 +74,91 @@ def parse_seeds(spec: str | int | Sequence[int]) -> list[int]:
     """'0-4', '0,2,7', '3' or a list -> sorted unique training seeds in 0..2^63-1."""
     return parse_int_set(spec, "--seeds", low=0, high=MAX_SEED, example="0-2, 0,2,7 or 3",
                          max_count=MAX_SEEDS)  # fmt: skip
+
+
+def parse_names(spec: str | Sequence[str] | None, option: str) -> list[str]:
+    """'a,b' or a list -> names; None -> []; an empty item ('a,,b', ',') is refused."""
+    if spec is None:
+        return []
+    if isinstance(spec, str):
+        from robustbench_act.inputs import name_list
+
+        return name_list(option, spec) or []
+    names = [str(s).strip() for s in spec]
+    if any(not n for n in names):
+        raise UserError(f"{option} has an empty name")
+    return names
+
+
+def parse_corruptions(spec: str | Sequence[str]) -> list[str]:
+    """'all', 'common', a group, 'name,name' or a list -> corruption names; 'none' -> [] (clean
+    data only). Plug-ins must be loaded first."""
+    import corruptions
+
+    text = spec if isinstance(spec, str) else ",".join(str(s) for s in spec)
+    if text.strip().lower() == "none":
+        return []
+    if not text.strip():
+        raise UserError("--corruptions is empty; give all, common, a group, names, or none (clean only)")
+    try:
+        return corruptions.names(",".join(parse_names(text, "--corruptions")))
+    except corruptions.CorruptionError as exc:
+        raise UserError(str(exc)) from None
+
+
+AMP_MODES = ("bf16", "fp16", "auto", "none")
+_AMP_ALIASES = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16", "half": "fp16",
+                "auto": "auto", "none": None, "off": None, "no": None, "fp32": None, "float32": None}  # fmt: skip
+
+
+def parse_amp(value: str | None, *, auto: bool = True) -> str | None:
+    """Mixed-precision mode: bf16, fp16, auto (bf16 on CUDA, off on CPU; training only) or None."""
+    if value is None:
+        return None
+    key = str(value).strip().lower()
+    if key not in _AMP_ALIASES or (key == "auto" and not auto):
+        from robustbench_act.errors import unknown
+
+        raise unknown("--amp mode", str(value), [m for m in AMP_MODES if auto or m != "auto"])
+    return _AMP_ALIASES[key]
+
+
+PROBE_LEVELS = ("none", "fluctuation", "all")
+
+
+def parse_probes(level: str) -> str:
+    """Probe level: none, fluctuation or all (case-insensitive)."""
+    lv = str(level).strip().lower()
+    if lv not in PROBE_LEVELS:
+        from robustbench_act.errors import unknown
+
+        raise unknown("--probes level", str(level), PROBE_LEVELS)
+    return lv
+
+
+def resolve_device(device: Any) -> Any:
+    """'auto'/None -> this process's CUDA device when there is one, else CPU; an unavailable
+    device is a UserError. Under torchrun a bare 'cuda' means this rank's GPU."""
+    import torch
+
+    from robustbench_act import distributed as dist
+
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist.local_rank() if dist.is_distributed() else torch.cuda.current_device())
+        return torch.device("cpu")
+    try:
+        dev = torch.device(str(device))
+    except (RuntimeError, ValueError):
+        from robustbench_act.errors import unknown
+
+        raise unknown("device", str(device), ["auto", "cpu", "cuda", "cuda:0", "mps"]) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available here (use --device cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError(f"--device {device}: MPS is not available here (use --device cpu)")
+    if dev.type == "cuda" and dev.index is None and dist.is_distributed():
+        dev = torch.device("cuda", dist.local_rank())
+    return dev

@@ -23,8 +23,19 @@ import pandas as pd
 import torch
 from torch import nn
 
+from robustbench_act.checkpoint_eval import (  # noqa: F401  (re-exported)
+    check_classes,
+    checkpoint_normalization,
+    load_models,
+    preprocessing_modules,
+)
 from robustbench_act.errors import UserError, unknown
-from robustbench_act.parsing import parse_seeds, parse_severities  # noqa: F401  (part of this API)
+from robustbench_act.parsing import (  # noqa: F401  (part of this module's API)
+    parse_corruptions,
+    parse_seeds,
+    parse_severities,
+    resolve_device,
+)
 
 DEFAULT_ACTIVATIONS = ("relu", "silu", "gelu", "la_silu", "la_hardsilu", "an_swish")
 DEFAULT_MODEL = "cnn_small"
@@ -50,27 +61,12 @@ class RunOutcome:
 # ----------------------------------------------------------------------------- option parsing
 
 
-def parse_corruptions(spec: str | Sequence[str]) -> list[str]:
-    """'all', 'common', a group, 'name,name', or 'none' (clean only) -> corruption names.
 
-    Plug-ins must be loaded first. An empty string is refused (say 'none'); an empty list
-    means clean data only.
-    """
-    import corruptions
+def parse_list(spec: str | Sequence[str] | None) -> list[str]:
+    """'a,b,c' or a list -> names (an empty item is refused; see parsing.parse_names)."""
+    from robustbench_act.parsing import parse_names
 
-    if not isinstance(spec, str):
-        if not list(spec):
-            return []
-        spec = ",".join(spec)
-    spec = spec.strip()
-    if spec == "none":
-        return []
-    if not spec.strip(", "):
-        raise UserError("--corruptions is empty; give 'none' for clean data only, or e.g. all, noise, fog")
-    try:
-        return corruptions.names(spec)
-    except corruptions.CorruptionError as exc:
-        raise UserError(str(exc)) from None
+    return parse_names(spec, "list")
 
 
 def frost_provenance(corruptions: Sequence[str]) -> dict[str, Any] | None:
@@ -82,31 +78,6 @@ def frost_provenance(corruptions: Sequence[str]) -> dict[str, Any] | None:
     return frost_info()
 
 
-def parse_list(spec: str | Sequence[str] | None) -> list[str]:
-    """'a,b,c' -> ['a', 'b', 'c'] (empty parts dropped)."""
-    if spec is None:
-        return []
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    return [s.strip() for s in items if s and s.strip()]
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """'auto'/None -> CUDA when available else CPU; an unavailable device is a UserError."""
-    if device is None or str(device) == "auto":
-        from robustbench_act import distributed as dist
-
-        if torch.cuda.is_available():
-            return torch.device("cuda", dist.local_rank() if dist.is_distributed() else 0)
-        return torch.device("cpu")
-    try:
-        dev = torch.device(str(device))
-    except (RuntimeError, ValueError):
-        raise unknown("device", str(device), ["auto", "cpu", "cuda", "cuda:0", "mps"]) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available here (use --device cpu)")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError(f"--device {device}: MPS is not available here (use --device cpu)")
-    return dev
 
 
 def _slug(text: str) -> str:
@@ -300,7 +271,8 @@ def run_default(activations: Sequence[str] = DEFAULT_ACTIVATIONS, out: str | Pat
                 on_cell_done: Callable[[Any], None] | None = None, train_progress: bool = False,
                 baseline: str | None = None, epochs: int | None = None, preset: str | None = None,
                 on_trained: Callable[[str, Any], None] | None = None,
-                corruption_seed: int = DEFAULT_CORRUPTION_SEED) -> RunOutcome:  # fmt: skip
+                corruption_seed: int = DEFAULT_CORRUPTION_SEED,
+                spec: dict[str, Any] | None = None) -> RunOutcome:  # fmt: skip
     """Train ``model`` per activation and training seed on digits (the ``digits`` recipe) and
     evaluate all of them together on one set of corrupted images.
 
@@ -337,7 +309,7 @@ def run_default(activations: Sequence[str] = DEFAULT_ACTIVATIONS, out: str | Pat
         "corruption_seed": int(corruption_seed), "preset": preset, "limit": limit, "n_images": len(test),
         "num_classes": test.num_classes, "batch_size": batch_size, "probes": probes, "amp": amp,
         "train": cfg.to_dict(), "world_size": dist.world_size(), "clean": True, "frost": frost_provenance(corrs),
-        "models": models_info,
+        "models": models_info, "spec": spec,
     }  # fmt: skip
     from robustbench_act.manifest import base_manifest
 
@@ -416,88 +388,3 @@ def _trained(folder: Path) -> bool:
 
 
 # ----------------------------------------------------------------------------- checkpoints
-
-
-def load_models(checkpoints: Sequence[str | Path], *, device: torch.device, model: str | None = None,
-                activation: str | None = None, order: str | None = None,
-                num_classes: int | None = None, in_chans: int | None = None, download: bool = False,
-                ) -> tuple[dict[str, nn.Module], dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    """Load checkpoints (this project's format, timm/hub folders, or plain state dicts with ``model``).
-
-    Keys are unique; ``download`` lets ``hf-hub:`` specs missing from the cache be fetched.
-    """
-    from robustbench_act import hub
-    from robustbench_act.activations import canonical_spec
-    from robustbench_act.checkpoint import is_checkpoint, load_checkpoint, read_meta
-
-    models: dict[str, nn.Module] = {}
-    info: dict[str, dict[str, Any]] = {}
-    metas: list[dict[str, Any]] = []
-    for ck in checkpoints:
-        arch = {"activation": activation, "order": order, "num_classes": num_classes, "in_chans": in_chans}
-        if is_checkpoint(ck) or hub.is_hub_spec(ck):
-            # self-describing checkpoints (ours, timm config.json): an override that differs would
-            # evaluate trained weights under another network, so it is refused
-            saved = read_meta(ck) if is_checkpoint(ck) else hub.describe(ck, download=download)[1]
-            given = {"model": model, "activation": activation, "order": order}
-            for k, v in given.items():
-                if v is None:
-                    continue
-                old = saved.get(k) or ("conventional" if k == "order" else None)
-                same = canonical_spec(v) == canonical_spec(old) if k == "activation" and old else v == old
-                if not same:
-                    raise UserError(f"checkpoint {ck} was trained with {k} {old!r}, not {v!r}; drop --{k} "
-                                    f"(to change it, fine-tune: actbench train --recipe finetune)")
-            model_arg, arch = None, {}
-        else:
-            model_arg = model
-        net, meta = load_checkpoint(ck, device=device, model=model_arg, download=download, **arch)
-        assert net is not None
-        act = str(meta.get("activation") or activation or "default")
-        row = {
-            "model": str(meta.get("model") or model or type(net).__name__),
-            "activation": act,
-            "order": str(meta.get("order") or order or "conventional"),
-            "seed": int(meta.get("seed") if meta.get("seed") is not None
-                        else (meta.get("train_config") or {}).get("seed", 0) or 0),
-        }
-        key = f"{len(models)}:{act}"
-        models[key] = net
-        info[key] = row
-        metas.append({**{k_: v for k_, v in meta.items() if k_ in (
-            "model", "activation", "order", "seed", "num_classes", "classes", "dataset", "format", "source",
-            "mean", "std", "input_size")},
-            "path": str(ck)})
-    return models, info, metas
-
-
-def checkpoint_normalization(models: Mapping[str, nn.Module], metas: Sequence[Mapping[str, Any]],
-                             dataset: Any = None, *, mean: Sequence[float] | None = None,
-                             std: Sequence[float] | None = None, normalize: bool = True,
-                             ) -> dict[str, Any]:  # fmt: skip
-    """Each model's input preprocessing (:func:`preprocess.resolve_input_config`), keyed like
-    ``models``: a :class:`~robustbench_act.preprocess.InputConfig` per model."""
-    from robustbench_act.preprocess import resolve_input_config
-
-    return {key: resolve_input_config(net, meta, dataset, mean=mean, std=std, normalize=normalize)
-            for (key, net), meta in zip(models.items(), metas)}  # fmt: skip
-
-
-def preprocessing_modules(configs: Mapping[str, Any]) -> dict[str, nn.Module]:
-    """The modules of :func:`checkpoint_normalization`'s configs (for ``run_models``)."""
-    return {k: cfg.module() for k, cfg in configs.items()}
-
-
-def check_classes(meta: Mapping[str, Any], dataset: Any, path: str | Path) -> None:
-    """A checkpoint must predict the dataset's classes (count, and names when both record them)."""
-    n = meta.get("num_classes")
-    if n is not None and int(n) != int(dataset.num_classes):
-        raise UserError(f"checkpoint {path} predicts {n} classes but {dataset.name} has "
-                        f"{dataset.num_classes}; evaluate it on the dataset it was trained for")
-    classes = meta.get("classes")
-    if classes is None and isinstance(meta.get("dataset"), Mapping):
-        classes = meta["dataset"].get("classes")
-    ds_classes = getattr(dataset, "classes", None)
-    if classes and ds_classes and [str(c) for c in classes] != [str(c) for c in ds_classes]:
-        raise UserError(f"checkpoint {path} was trained on classes {list(classes)[:4]}..., "
-                        f"not {dataset.name}'s {list(ds_classes)[:4]}...")

@@ -38,9 +38,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustbench_act.errors import UserError
+from robustbench_act.parsing import PROBE_LEVELS  # noqa: F401  (re-exported: the probe levels)
 
-PROBE_LEVELS = ("none", "fluctuation", "all")
 _BASE = ("fluct_l1", "fluct_l2", "fluct_l1_elem", "fluct_l2_elem", "fluct_l1_rel", "fluct_l2_rel")
 #: The 12 per-sample fluctuation statistics (output, then input).
 FLUCT_STATS: tuple[str, ...] = _BASE + tuple(f"in_{s}" for s in _BASE)
@@ -65,12 +64,10 @@ _FALLBACK_ACTIVATIONS: tuple[type[nn.Module], ...] = (
 
 
 def check_level(level: str) -> str:
-    """Validate a ``--probes`` level."""
-    if level not in PROBE_LEVELS:
-        from robustbench_act.errors import unknown
+    """Validate a ``--probes`` level (one parser: :func:`robustbench_act.parsing.parse_probes`)."""
+    from robustbench_act.parsing import parse_probes
 
-        raise unknown("probe level", str(level), PROBE_LEVELS)
-    return level
+    return parse_probes(level)
 
 
 def find_sites(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -446,9 +443,4 @@ class ModelProbe:
             self.fluct_n.pop(c, None)
 
 
-def require_level(level: str) -> str:
-    """Parse a ``--probes`` option value (case-insensitive)."""
-    lv = str(level).strip().lower()
-    if lv not in PROBE_LEVELS:
-        raise UserError(f"--probes must be one of {', '.join(PROBE_LEVELS)}, got {level!r}")
-    return lv
+require_level = check_level  # the same parser under its older name

@@ -68,7 +68,7 @@ STATUS_COMPLETE = "complete"
 STATUS_INCOMPLETE = "incomplete"
 #: Config keys that must agree for ``--resume`` to continue a run.
 RESUME_KEYS = ("dataset", "corruptions", "severities", "corruption_seed", "limit", "batch_size",
-               "probes", "models", "preset", "frost")  # fmt: skip
+               "probes", "models", "preset", "frost", "spec")  # fmt: skip
 #: The frost source of runs recorded before manifests named it (the default then).
 LEGACY_FROST = {"source": "procedural", "path": None, "package": None}
 

@@ -248,7 +248,7 @@ def _run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict
     if row["status"] == "done":
         row["action"] = "skipped"
         return row
-    from robustbench_act.cli.train import default_recipe
+    from robustbench_act.train import default_recipe
 
     recipe = opts.recipe or default_recipe(opts.dataset, None)
     overrides = {**opts.train_overrides, "seed": cell.seed, "limit": opts.limit}
@@ -295,7 +295,7 @@ def _run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict
 
 def _preprocessing(name: str, net: Any, meta: dict[str, Any], test: Any, config: dict[str, Any]) -> dict[str, Any]:
     """The cell model's input preprocessing (recorded in ``config``) as run_models' normalization."""
-    from robustbench_act.pipeline import checkpoint_normalization
+    from robustbench_act.checkpoint_eval import checkpoint_normalization
 
     cfg = checkpoint_normalization({name: net}, [meta], test)
     config["preprocessing"] = {k: c.as_dict() for k, c in cfg.items()}

@@ -77,6 +77,7 @@ class ComparisonTable:
     notes: list[str] = field(default_factory=list)
     data: pd.DataFrame = field(default_factory=pd.DataFrame)  # data fingerprints per run
     uncertainty: str = "seeds"  # what the tests resample: "seeds", "images" or "none"
+    written: list[Any] = field(default_factory=list)  # files written for it (actbench compare)
 
     @property
     def legend(self) -> str:

@@ -64,6 +64,7 @@ from robustbench_act.fileio import (
     read_json,
     writing_folder,
 )
+from robustbench_act.parsing import resolve_device
 
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
 AMPS = ("bf16", "fp16", "auto")
@@ -246,6 +247,13 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def default_recipe(dataset: str, checkpoint: str | None = None) -> str:
+    """Recipe when none is named: finetune with a checkpoint, digits for digits, else paper."""
+    if checkpoint:
+        return "finetune"
+    return "digits" if dataset.split(":")[0].lower() == "digits" else "paper"
+
+
 def make_config(
     recipe: str | None = None, *, config_file: str | Path | None = None, **overrides: Any
 ) -> TrainConfig:
@@ -300,22 +308,6 @@ def derive_seed(*parts: Any) -> int:
     h = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
 
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """'auto' -> this rank's CUDA device when available, else CPU."""
-    if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", dist.local_rank() if dist.is_distributed() else torch.cuda.current_device())
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise unknown("device", str(device), ["auto", "cpu", "cuda", "cuda:0", "mps"]) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device} requested but CUDA is not available")
-    if dev.type == "cuda" and dev.index is None and dist.is_distributed():
-        dev = torch.device("cuda", dist.local_rank())
-    return dev
 
 
 def amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:

@@ -149,11 +149,11 @@ def test_cifar10c_spec_reads_robustbench_data_dir(rb_data, tmp_path: Path) -> No
 
 
 def test_clean_counterpart_found_in_robustbench_data_dir(rb_data) -> None:
-    from robustbench_act.cli.run import _clean_counterpart
+    from robustbench_act.checkpoint_eval import clean_counterpart
 
     data_dir, clean, *_ = rb_data
     fam = load_dataset(f"cifar10-c:{data_dir}")
-    found = _clean_counterpart(f"cifar10-c:{data_dir}", None, 5, fam.path)
+    found = clean_counterpart(f"cifar10-c:{data_dir}", None, 5, fam.path)
     assert found is not None and torch.equal(found.images, torch.from_numpy(clean[:5]).permute(0, 3, 1, 2))
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
-
-from robustbench_act.errors import UserError
 
 _RUNS_HELP = "Run folders (holding metrics.parquet) or sweep folders (searched recursively)."
 _BY_HELP = "Group rows by: activation, model, order, dataset, seed, run, or a combination (activation+order)."
@@ -19,13 +18,6 @@ _FIGURES_HELP = (
 _UNC_HELP = ("What the tests and intervals resample: seeds (>= 3 paired seeds), images (paired bootstrap "
              "over the test images), none, or auto (seeds when possible, else images).")
 _MISMATCH_HELP = "Compare runs even if they saw different data (dataset, corruption seed, image count, corruptions)."
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    from robustbench_act.cli.common import print_error
-
-    print_error(str(exc))
-    return typer.Exit(2)
 
 
 def compare_command(
@@ -46,23 +38,23 @@ def compare_command(
     comparison_tests.csv with every paired test) atomically into --out, the current folder
     by default. Refuses runs that saw different data unless --allow-mismatch (exit 2).
     """
-    from robustbench_act.compare import compare_runs, write_comparison
-    from robustbench_act.fileio import writing_folder
-    from robustbench_act.tables import FORMATS, formats_of
+    from robustbench_act.api import run
+    from robustbench_act.specs import CompareSpec
+    from robustbench_act.tables import FORMATS
 
-    try:
-        fmts = list(dict.fromkeys(formats_of(formats or FORMATS)))
-        table = compare_runs(run_dirs, by=by, reference=reference, allow_mismatch=allow_mismatch,
-                             uncertainty=uncertainty)
-        with writing_folder(out):  # one writer at a time
-            written = write_comparison(table, out, fmts)
-    except UserError as exc:
-        raise _fail(exc) from None
+    spec = CompareSpec(runs=run_dirs, by=by, reference=reference, formats=tuple(formats or FORMATS), out=out,
+                       allow_mismatch=allow_mismatch, uncertainty=uncertainty)  # fmt: skip
+    render(spec, run(spec))
+
+
+def render(spec: Any, table: Any) -> None:
+    """The comparison as a rich table, its notes, and the files written."""
     console = Console(highlight=False)
     console.print(table.to_rich())
     for note in table.notes:
         console.print(f"note: {note}", markup=False)
-    console.print(f"wrote {', '.join(p.name for p in written)} to {out}", markup=False, soft_wrap=True)
+    console.print(f"wrote {', '.join(Path(p).name for p in table.written)} to {spec.out}", markup=False,
+                  soft_wrap=True)  # fmt: skip
 
 
 def report_command(
@@ -82,19 +74,12 @@ def report_command(
     """
     import sys
 
-    from robustbench_act.fileio import writing_folder
-    from robustbench_act.inputs import name_list
-    from robustbench_act.report import write_report
+    from robustbench_act.api import run
+    from robustbench_act.specs import ReportSpec
 
-    try:
-        name_list("--figures", figures)
-        with writing_folder(out):  # one writer at a time; a new folder is removed again on error
-            path = write_report(run_dirs, out, by=by, reference=reference, allow_mismatch=allow_mismatch,
-                                uncertainty=uncertainty, figures=figures,
-                                command=" ".join(["actbench", *sys.argv[1:]]))  # fmt: skip
-    except UserError as exc:
-        raise _fail(exc) from None
-    Console(highlight=False).print(f"wrote {path}", markup=False)
+    spec = ReportSpec(runs=run_dirs, out=out, by=by, reference=reference, allow_mismatch=allow_mismatch,
+                      uncertainty=uncertainty, figures=figures, command=" ".join(["actbench", *sys.argv[1:]]))  # fmt: skip
+    Console(highlight=False).print(f"wrote {run(spec)}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,30 +11,10 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from robustbench_act.errors import UserError
-
 _CORR_HELP = ("Corruptions: all, common, extra, noise, blur, weather, digital, plugins, or name,name; "
               "none for clean data only.")
 _DATASET_HELP = ("digits (bundled, offline), cifar10, cifar100 (--download to fetch), imagefolder:PATH, "
                  "cifar10-c:PATH, cifar100-c:PATH, tinyimagenet-c:PATH, imagenet-c:PATH.")
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [UserError]
-    try:
-        from corruptions import CorruptionError
-
-        types.append(CorruptionError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(types)
-
-
-def _fail(msg: str) -> typer.Exit:
-    from robustbench_act.cli.common import print_error
-
-    print_error(msg)
-    return typer.Exit(2)
 
 
 # ----------------------------------------------------------------------------- progress
@@ -205,35 +185,39 @@ def run_command(
     Without --checkpoint this is the embedded default: train cnn_small per activation on the
     bundled digits, evaluate all on the 19 corruptions x 5 severities, print the comparison.
     """
+    from robustbench_act import distributed as dist
+    from robustbench_act.api import run
     from robustbench_act.evaluate import init_distributed
+    from robustbench_act.specs import RunSpec, as_tuple
 
     init_distributed()
     prog = _Progress(quiet)
     try:
-        outcome = _run(checkpoint=checkpoint, model=model, activation=activation, activations=activations,
-                       order=order, dataset=dataset, root=root, download=download, corruptions=corruptions,
-                       severities=severities, seeds=seeds, corruption_seed=corruption_seed,
-                       limit=limit, batch_size=batch_size,
-                       device=device, amp=amp, plugin=plugin, probes=probes, baseline=baseline,
-                       preset=preset, workers=workers, resume=resume, out=out, prog=prog,
-                       pre={"mean": mean, "std": std, "normalize": normalize})
-    except _user_errors() as exc:
-        prog.stop()
-        raise _fail(str(exc)) from None
+        spec = RunSpec(checkpoint=as_tuple(checkpoint), model=model, activation=activation,
+                       activations=() if activations is None else activations, order=order, dataset=dataset,
+                       root=root, download=download, corruptions=corruptions, severities=severities, seeds=seeds,
+                       corruption_seed=corruption_seed, limit=limit, batch_size=batch_size, device=device, amp=amp,
+                       plugin=as_tuple(plugin), probes=probes, mean=mean, std=std, normalize=normalize,
+                       baseline=baseline, preset=preset, workers=workers, resume=resume, out=out)  # fmt: skip
+        outcome = run(spec, progress=prog, echo=prog.line, on_trained=prog.trained)
     except KeyboardInterrupt:
         prog.stop()
         where = f" --out {out}" if out is not None else ""
         Console(stderr=True).print(f"interrupted: finished cells are kept; complete the run with "
                                    f"`actbench run --resume{where}` and the same options", markup=False)
         raise typer.Exit(130) from None
-    prog.stop()
-    from robustbench_act import distributed as dist
+    finally:
+        prog.stop()
+    if dist.is_main_process():
+        render(outcome, spec, as_json=as_json, quiet=quiet)
 
-    if not dist.is_main_process():
-        return
+
+def render(outcome: Any, spec: Any, *, as_json: bool, quiet: bool) -> None:
+    """Print a run's comparison (rich table and notes, or JSON), its frost source and folder."""
+    from robustbench_act.checkpoint_eval import load_baseline
     from robustbench_act.pipeline import _canonical_baseline
 
-    table = comparison_of(outcome, _canonical_baseline(_baseline(baseline)))
+    table = comparison_of(outcome, _canonical_baseline(load_baseline(spec.baseline)))
     if as_json:
         print(json_report(outcome, table))
         return
@@ -252,185 +236,6 @@ def run_command(
         console.print(frost_description(frost), markup=False)
     note = " (was already complete)" if outcome.status == "already complete" else ""
     console.print(f"results: {outcome.path}{note}", markup=False)
-
-
-def _run(*, checkpoint: list[Path] | None, model: str | None, activation: str | None,
-         activations: str | None, order: str | None, dataset: str, root: Path | None, download: bool,
-         corruptions: str, severities: str, seeds: str | None, corruption_seed: int,
-         limit: int | None, batch_size: int,
-         device: str, amp: str | None, plugin: list[Path] | None, probes: str, baseline: str | None,
-         preset: str | None, workers: int, resume: bool, out: Path | None, prog: _Progress,
-         pre: dict[str, Any]) -> Any:
-    import corruptions as corr_pkg
-    from robustbench_act import pipeline
-    from robustbench_act.inputs import name_list
-    from robustbench_act.preprocess import parse_floats
-    from robustbench_act.probes import require_level
-
-    for p in plugin or []:
-        corr_pkg.load_plugin(p)
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit must be positive, got {limit}")
-    if workers < 0:
-        raise UserError(f"--workers must be >= 0, got {workers}")
-
-    if amp is not None and amp not in ("bf16", "fp16", "none"):
-        from robustbench_act.errors import unknown
-
-        raise unknown("--amp mode", amp, ["bf16", "fp16", "none"])
-    amp = None if amp == "none" else amp
-    if preset is not None and preset not in corr_pkg.PRESETS:
-        from robustbench_act.errors import unknown
-
-        raise unknown("preset", preset, corr_pkg.PRESETS)
-    probes = require_level(probes)
-    sevs = pipeline.parse_severities(severities)
-    corrs = pipeline.parse_corruptions(corruptions)
-    dev = pipeline.resolve_device(device)
-    base = _baseline(baseline)
-
-    pre = {"mean": parse_floats(pre["mean"], "--mean"), "std": parse_floats(pre["std"], "--std"),
-           "normalize": pre["normalize"]}
-    if not checkpoint:
-        if pre["mean"] or pre["std"] or not pre["normalize"]:
-            raise UserError("--mean/--std/--no-normalize describe checkpoints trained elsewhere; "
-                            "the default run trains its own models")
-        if activations and activation:
-            raise UserError("give --activations (several) or --activation (one), not both")
-        acts = (name_list("--activations", activations) or name_list("--activation", activation)
-                or list(pipeline.DEFAULT_ACTIVATIONS))
-        if dataset != "digits":
-            from robustbench_act.data import load_dataset
-
-            load_dataset(dataset, split="test", root=root, download=download, limit=limit)  # its errors first
-            raise UserError(f"no --checkpoint given: the built-in training covers --dataset digits only; "
-                            f"train a model for {dataset} with `actbench train` and pass --checkpoint")
-        return pipeline.run_default(
-            acts, out, pipeline.parse_seeds(seeds if seeds is not None else list(pipeline.DEFAULT_SEEDS)),
-            model=model or pipeline.DEFAULT_MODEL, order=order or "conventional",
-            dataset=dataset, corruptions=corrs, severities=sevs, probes=probes, batch_size=batch_size,
-            device=dev, amp=amp, limit=limit, resume=resume, progress=prog, baseline=base,
-            preset=preset, on_trained=prog.trained, corruption_seed=corruption_seed)
-    if activations is not None:
-        raise UserError("--activations chooses the default run's activations; with --checkpoint use --activation")
-    if seeds is not None:
-        raise UserError("--seeds are the default run's training seeds; a checkpoint has its own "
-                        "(the corruptions follow --corruption-seed)")
-    return _run_checkpoints(checkpoint, model=model, activation=activation, order=order, dataset=dataset,
-                            root=root, download=download, corrs=corrs, sevs=sevs,
-                            seed=corruption_seed, limit=limit,
-                            batch_size=batch_size, dev=dev, amp=amp, probes=probes, base=base,
-                            preset=preset, workers=workers, resume=resume, out=out, prog=prog, pre=pre)
-
-
-def _baseline(baseline: str | None) -> Any:
-    if baseline is None:
-        return None
-    p = Path(baseline).expanduser()
-    if p.is_dir():
-        from robustbench_act.results import load_run
-
-        return load_run(p, samples=False).metrics
-    if "/" in baseline or baseline.startswith("."):
-        raise UserError(f"--baseline: results folder not found: {baseline}")
-    return baseline
-
-
-def _run_checkpoints(checkpoints: list[Path], *, model: str | None, activation: str | None,
-                     order: str | None, dataset: str, root: Path | None, download: bool,
-                     corrs: list[str], sevs: list[int], seed: int, limit: int | None, batch_size: int,
-                     dev: Any, amp: str | None, probes: str, base: Any, preset: str | None,
-                     workers: int, resume: bool, out: Path | None, prog: _Progress,
-                     pre: dict[str, Any]) -> Any:
-    from robustbench_act import distributed as dist
-    from robustbench_act import pipeline
-    from robustbench_act.data import load_dataset
-
-    ds = load_dataset(dataset, split="test", root=root, download=download, limit=limit)
-    clean = None
-    family = not hasattr(ds, "__getitem__")
-    if family:
-        avail = set(ds.corruptions())
-        missing = [c for c in corrs if c not in avail]
-        if missing:
-            from robustbench_act.errors import unknown
-
-            if len(missing) == len(corrs):
-                raise unknown(f"corruption in {dataset}", missing[0], sorted(avail))
-            corrs = [c for c in corrs if c in avail]
-            prog.line(f"note: {dataset} lacks {', '.join(missing)}; evaluating the other {len(corrs)}")
-        ds.check(corrs, sevs)
-        clean = _clean_counterpart(dataset, root, limit, ds.path)
-        meta_ds = clean if clean is not None else ds.get(corrs[0], sevs[0])
-    else:
-        meta_ds = ds
-    models, info, metas = pipeline.load_models(
-        checkpoints, device=dev, model=model, activation=activation, order=order,
-        num_classes=meta_ds.num_classes if model else None,
-        in_chans=meta_ds.channels if model else None, download=download)
-    for meta, ck in zip(metas, checkpoints):
-        pipeline.check_classes(meta, meta_ds, ck)
-    for key, net in models.items():
-        _check_channels(net, meta_ds, checkpoints[int(key.split(":")[0])])
-    pipeline.check_baseline(base, [info[k]["activation"] for k in models])
-    inputs = pipeline.checkpoint_normalization(models, metas, meta_ds, mean=pre.get("mean"), std=pre.get("std"),
-                                               normalize=pre.get("normalize", True))  # fmt: skip
-    for key, cfg in inputs.items():
-        if cfg.source != "dataset" or cfg.input_size not in (None, tuple(getattr(meta_ds, "image_size", ()) or ())):
-            size = f", resized to {cfg.input_size[0]}x{cfg.input_size[1]} ({cfg.interpolation}, crop {cfg.crop_pct:g})" \
-                if cfg.input_size else ""
-            prog.line(f"note: {info[key]['activation']} input: mean/std from the {cfg.source} "
-                      f"({list(cfg.mean)}, {list(cfg.std)}){size}")
-    n_images = len(meta_ds)
-    config = {
-        "mode": "checkpoint", "dataset": dataset, "dataset_name": str(meta_ds.name),
-        "checkpoints": [str(c) for c in checkpoints], "corruptions": corrs, "severities": sevs,
-        "seed": seed, "corruption_seed": seed, "preset": preset, "limit": limit, "n_images": n_images,
-        "batch_size": batch_size, "probes": probes, "amp": amp,
-        "activations": [info[k]["activation"] for k in models], "world_size": dist.world_size(),
-        "clean": not family or clean is not None,
-        "frost": None if family else pipeline.frost_provenance(corrs),
-        "models": [dict(info[k]) for k in models], "checkpoint_meta": metas, "num_classes": meta_ds.num_classes,
-        "preprocessing": {k: c.as_dict() for k, c in inputs.items()},
-    }  # fmt: skip
-    out_path = Path(out) if out is not None else Path(pipeline._agree(str(pipeline.default_out(dataset))))
-    return pipeline.run_models(models, info, ds, out=out_path, config=config, corruptions=corrs,
-                               severities=sevs, probes=probes, seed=seed, batch_size=batch_size,
-                               device=dev, amp=amp, resume=resume, preset=preset, clean=clean,
-                               progress=prog, baseline=base, num_workers=workers,
-                               normalization=pipeline.preprocessing_modules(inputs))
-
-
-def _clean_counterpart(spec: str, root: Path | None, limit: int | None, folder: Path) -> Any:
-    """The clean test set aligned with a *-C family (CIFAR only, when it is on disk), else None.
-
-    Looked for under --root (default $ACTBENCH_DATA / ./data) and, for RobustBench's
-    layout (``DATA/CIFAR-10-C``), in DATA itself, where RobustBench keeps it.
-    """
-    from robustbench_act.data import C_FOLDER_NAMES, load_dataset
-
-    kind = spec.partition(":")[0].lower()
-    base = {"cifar10-c": "cifar10", "cifar100-c": "cifar100"}.get(kind)
-    if base is None:
-        return None
-    roots: list[Path | None] = [root]
-    if root is None and folder.name == C_FOLDER_NAMES[kind]:
-        roots.append(folder.parent)
-    for where in roots:
-        try:
-            return load_dataset(base, split="test", root=where, limit=limit)
-        except UserError:
-            continue
-    return None
-
-
-def _check_channels(net: Any, ds: Any, path: Path) -> None:
-    first = next((m for m in net.modules() if hasattr(m, "in_channels")), None)
-    want = getattr(first, "in_channels", None)
-    if want is not None and int(want) != int(ds.channels):
-        raise UserError(f"checkpoint {path} takes {want}-channel images but {ds.name} has {ds.channels}")
 
 
 def register(app: typer.Typer) -> None:

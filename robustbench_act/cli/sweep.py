@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
-
-from robustbench_act.errors import UserError
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    from robustbench_act.cli.common import print_error
-
-    print_error(str(exc))
-    return typer.Exit(2)
 
 
 def sweep_command(
@@ -51,78 +43,33 @@ def sweep_command(
     progress: bool = typer.Option(True, "--progress/--quiet", help="Show training progress (sequential runs)."),
 ) -> None:  # fmt: skip
     """Train then evaluate every cell of a grid; resumable, shardable, parallel on one device."""
-    try:
-        _sweep(**locals())
-    except UserError as exc:
-        raise _fail(exc) from None
+    from robustbench_act.api import run
+    from robustbench_act.specs import SweepSpec
+
+    spec = SweepSpec(models=models, activations=activations, orders=orders, seeds=seeds, dataset=dataset, out=out,
+                     recipe=recipe, config_file=config_file, epochs=epochs, iterations=iterations,
+                     train_batch_size=train_batch_size, lr=lr, corruptions=corruptions, severities=severities,
+                     corruption_seed=corruption_seed, probes=probes, shard=shard, dry_run=dry_run, parallel=parallel,
+                     limit=limit, eval_limit=eval_limit, batch_size=batch_size, device=device, amp=amp, root=root,
+                     download=download, progress=progress)  # fmt: skip
+    table, combined = run(spec, echo=lambda line: typer.echo(line, err=True))
+    render(spec, table, combined, as_json=as_json)
 
 
-def _sweep(**o: object) -> None:
-    from robustbench_act.inputs import name_list
-    from robustbench_act.pipeline import parse_corruptions, parse_severities
-    from robustbench_act.sweep import SweepOptions, parse_seeds, parse_shard, plan_cells, run_sweep
-
-    if o["eval_limit"] is not None and int(o["eval_limit"]) <= 0:  # type: ignore[call-overload]
-        raise UserError(f"--eval-limit must be positive, got {o['eval_limit']}")
-    cells = plan_cells(name_list("--models", o["models"]), name_list("--activations", o["activations"]),  # type: ignore[arg-type]
-                       name_list("--orders", o["orders"]), parse_seeds(o["seeds"]))  # type: ignore[arg-type]
-    shard = parse_shard(o["shard"])  # type: ignore[arg-type]
-    if o["shard"] is None:
-        from robustbench_act.sweep import shard_from_slurm
-
-        slurm = shard_from_slurm()
-        if slurm is not None:
-            shard = slurm[0]
-            typer.echo(f"sweep: shard {shard[0]}/{shard[1]} from the Slurm array ({slurm[1]})", err=True)
-    overrides = {k: v for k, v in (("epochs", o["epochs"]), ("iterations", o["iterations"]),
-                                   ("batch_size", o["train_batch_size"]), ("lr", o["lr"])) if v is not None}  # fmt: skip
-    if o["recipe"] is not None or o["config_file"] is not None or overrides:
-        from robustbench_act.train import make_config
-
-        make_config(o["recipe"], config_file=o["config_file"], **overrides)  # type: ignore[arg-type]  # validate early
-    o["amp"] = _check_eval_options(o)
-    opts = SweepOptions(
-        out=str(o["out"]), dataset=str(o["dataset"]), recipe=o["recipe"],  # type: ignore[arg-type]
-        train_overrides=overrides, config_file=str(o["config_file"]) if o["config_file"] else None,
-        corruptions=parse_corruptions(str(o["corruptions"])), severities=parse_severities(str(o["severities"])),
-        corruption_seed=int(o["corruption_seed"]), probes=str(o["probes"]), limit=o["limit"],  # type: ignore[arg-type]
-        eval_limit=o["eval_limit"],  # type: ignore[arg-type]
-        eval_batch_size=int(o["batch_size"]), device=str(o["device"]), amp=o["amp"],  # type: ignore[arg-type]
-        root=str(o["root"]) if o["root"] else None, download=bool(o["download"]),
-    )  # fmt: skip
-    table, combined = run_sweep(cells, opts, shard=shard, parallel=int(o["parallel"]),  # type: ignore[arg-type]
-                                dry_run=bool(o["dry_run"]), progress=bool(o["progress"]),
-                                echo=lambda s: typer.echo(s, err=True))  # fmt: skip
-    if o["dry_run"] and shard != (0, 1):
-        table = table[table["shard"] == shard[0]]
-    if o["as_json"]:
+def render(spec: Any, table: Any, combined: Any, *, as_json: bool) -> None:
+    """The cells' status table (rich, or JSON) and where the combined metrics are."""
+    if as_json:
         typer.echo(json.dumps(table.to_dict(orient="records"), indent=2))
         return
-    view = Table(title=f"sweep {o['out']} ({len(table)} cells, shard {shard[0]}/{shard[1]})")
+    shards = sorted(set(table["shard"])) if len(table) else [0]
+    view = Table(title=f"sweep {spec.out} ({len(table)} cells, shard(s) {', '.join(map(str, shards))})")
     for col in ("cell", "shard", "status"):
         view.add_column(col, no_wrap=True)
     for rec in table.itertuples(index=False):
         view.add_row(rec.cell, str(rec.shard), rec.status)
     Console(highlight=False).print(view)
-    if not o["dry_run"] and len(combined):
-        typer.echo(f"combined metrics of {combined['run'].nunique()} cells: {Path(str(o['out'])) / 'metrics.parquet'}")
-
-
-def _check_eval_options(o: dict[str, object]) -> str | None:
-    """Probes, autocast, device and dataset checked before any cell runs; returns the amp mode."""
-    from robustbench_act.data import load_dataset
-    from robustbench_act.errors import unknown
-    from robustbench_act.pipeline import resolve_device
-    from robustbench_act.probes import require_level
-
-    require_level(str(o["probes"]))
-    amp = o["amp"]
-    if amp is not None and amp not in ("bf16", "fp16", "none"):
-        raise unknown("--amp mode", str(amp), ["bf16", "fp16", "none"])
-    resolve_device(str(o["device"]))
-    if not o["download"]:  # the data must be there (with --download the first cell fetches it)
-        load_dataset(str(o["dataset"]), split="test", root=o["root"], limit=1)  # type: ignore[arg-type]
-    return None if amp == "none" else str(amp) if amp else None
+    if not spec.dry_run and len(combined):
+        typer.echo(f"combined metrics of {combined['run'].nunique()} cells: {Path(spec.out) / 'metrics.parquet'}")
 
 
 def register(app: typer.Typer) -> None:

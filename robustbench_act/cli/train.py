@@ -7,24 +7,9 @@ group is joined here, ``--batch-size`` is the global batch, rank 0 writes the fi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
-
-from robustbench_act.errors import UserError
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    from robustbench_act.cli.common import print_error
-
-    print_error(str(exc))
-    return typer.Exit(2)
-
-
-def default_recipe(dataset: str, checkpoint: str | None) -> str:
-    """Recipe when none is named: finetune with --checkpoint, digits for digits, else paper."""
-    if checkpoint:
-        return "finetune"
-    return "digits" if dataset.split(":")[0].lower() == "digits" else "paper"
 
 
 def train_command(
@@ -59,53 +44,31 @@ def train_command(
 ) -> None:  # fmt: skip
     """Train a model with one activation (paper, fast, finetune or digits recipe) and save a checkpoint."""
     from robustbench_act import distributed as dist
+    from robustbench_act.api import run
+    from robustbench_act.specs import TrainSpec
 
     try:
         dist.init_distributed()
-        _train(model=model, activation=activation, order=order, dataset=dataset, seed=seed, out=out,
-               recipe=recipe, epochs=epochs, iterations=iterations, batch_size=batch_size, lr=lr,
-               weight_decay=weight_decay, schedule=schedule, val_fraction=val_fraction, limit=limit,
-               device=device, amp=amp, config_file=config_file, resume=resume, checkpoint=checkpoint,
-               download=download, root=root, image_size=image_size, workers=workers, sync_bn=sync_bn,
-               channels_last=channels_last, compile_model=compile_model, progress=progress)  # fmt: skip
-    except UserError as exc:
-        raise _fail(exc) from None
+        spec = TrainSpec(model=model, activation=activation, order=order, dataset=dataset, seed=seed, out=out,
+                         recipe=recipe, epochs=epochs, iterations=iterations, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, schedule=schedule, val_fraction=val_fraction, limit=limit,
+                         device=device, amp=amp, config_file=config_file, resume=resume, checkpoint=checkpoint,
+                         download=download, root=root, image_size=image_size, workers=workers, sync_bn=sync_bn,
+                         channels_last=channels_last, compile=compile_model, progress=progress)  # fmt: skip
+        result = run(spec)
     finally:
         dist.cleanup()
-
-
-def _train(**o: object) -> None:
-    from robustbench_act import distributed as dist
-    from robustbench_act.train import load_config, make_config, train_model
-
-    dataset = str(o["dataset"])
-    recipe = o["recipe"]
-    if recipe is None:
-        file_recipe = load_config(o["config_file"]).get("recipe") if o["config_file"] else None
-        recipe = file_recipe or default_recipe(dataset, o["checkpoint"])  # type: ignore[arg-type]
-    amp = o["amp"]
-    overrides = dict(
-        epochs=o["epochs"], iterations=o["iterations"], batch_size=o["batch_size"], lr=o["lr"],
-        weight_decay=o["weight_decay"], schedule=o["schedule"], val_fraction=o["val_fraction"],
-        limit=o["limit"], device=o["device"], seed=o["seed"], checkpoint=o["checkpoint"],
-        num_workers=o["workers"], sync_bn=o["sync_bn"] or None,
-        channels_last=o["channels_last"], compile=o["compile_model"] or None,
-    )  # fmt: skip
-    cfg = make_config(str(recipe), config_file=o["config_file"], **overrides)  # type: ignore[arg-type]
-    if amp is not None:
-        cfg.amp = None if str(amp).lower() in ("none", "off", "no", "fp32") else str(amp).lower()
-        cfg.validate()
-    model = o["model"] or ("cnn_small" if dataset.split(":")[0].lower() == "digits" else "resnet20")
-    result = train_model(
-        str(model), dataset=dataset, out_dir=o["out"], config=cfg, activation=o["activation"],  # type: ignore[arg-type]
-        order=str(o["order"]), root=o["root"], download=bool(o["download"]), resume=bool(o["resume"]),  # type: ignore[arg-type]
-        progress=bool(o["progress"]), image_size=o["image_size"],  # type: ignore[arg-type]
-    )
     if dist.is_main_process():
-        m = result.meta["metrics"]
-        val = f"best validation {m['best_val_acc']:.2f}% (epoch {m['best_epoch']})" if m["best_val_acc"] is not None else "no validation split"
-        t = float(result.history["time"].iloc[-1]) if len(result.history) else 0.0
-        typer.echo(f"saved {result.selected} checkpoint to {result.checkpoint} ({val}; {result.iterations} iterations, {t:.0f} s)")
+        render(result)
+
+
+def render(result: Any) -> None:
+    """One line: which checkpoint was saved where, its validation accuracy, iterations and time."""
+    m = result.meta["metrics"]
+    val = (f"best validation {m['best_val_acc']:.2f}% (epoch {m['best_epoch']})" if m["best_val_acc"] is not None
+           else "no validation split")  # fmt: skip
+    t = float(result.history["time"].iloc[-1]) if len(result.history) else 0.0
+    typer.echo(f"saved {result.selected} checkpoint to {result.checkpoint} ({val}; {result.iterations} iterations, {t:.0f} s)")
 
 
 def register(app: typer.Typer) -> None:
