@@ -20,9 +20,11 @@ have, the replacement is stated in the function's docstring:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -180,6 +182,20 @@ def set_frost_images(path: str | os.PathLike | None) -> None:
     p = Path(path)
     _frost_files(p)  # validate now: a bad folder is a one-line error here, not mid-run
     _frost_dir = p
+
+
+@contextlib.contextmanager
+def frost_images(path: str | os.PathLike | None) -> Iterator[None]:
+    """Use ``path`` (a folder of frost photographs, or "procedural") inside the block; None:
+    leave the current source. The frost source as a parameter (run/sweep ``--frost-dir``)."""
+    global _frost_dir
+    before = _frost_dir
+    if path is not None:
+        set_frost_images(path)
+    try:
+        yield
+    finally:
+        _frost_dir = before
 
 
 def _package_frost_dir() -> tuple[str, Path] | None:

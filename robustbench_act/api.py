@@ -36,6 +36,13 @@ def run(spec: Any, *, progress: Any = None, echo: Echo | None = None) -> Any:
 def _run_evaluation(spec: RunSpec, *, progress: Any = None, echo: Echo | None = None,
                     on_trained: Callable[[str, Any], None] | None = None) -> Any:  # fmt: skip
     """``actbench run``: the embedded default, or the evaluation of checkpoints."""
+    from corruptions.weather import frost_images
+
+    with frost_images(spec.frost_dir):
+        return _evaluation(spec, progress=progress, echo=echo, on_trained=on_trained)
+
+
+def _evaluation(spec: RunSpec, *, progress: Any, echo: Echo | None, on_trained: Any) -> Any:
     from robustbench_act import pipeline
     from robustbench_act.checkpoint_eval import load_baseline, run_checkpoints
 
@@ -91,9 +98,13 @@ def _run_sweep(spec: SweepSpec, *, progress: Any = None, echo: Echo | None = Non
         config_file=spec.config_file, corruptions=list(spec.corruptions), severities=list(spec.severities),
         corruption_seed=spec.corruption_seed, probes=spec.probes, limit=spec.limit, eval_limit=spec.eval_limit,
         eval_batch_size=spec.batch_size, device=spec.device, amp=spec.amp, root=spec.root, download=spec.download,
+        frost_dir=spec.frost_dir,
     )  # fmt: skip
-    table, combined = run_sweep(cells, opts, shard=shard, parallel=spec.parallel, dry_run=spec.dry_run,
-                                progress=spec.progress, echo=echo)  # fmt: skip
+    from corruptions.weather import frost_images
+
+    with frost_images(spec.frost_dir):  # the sweep's checks see it; each cell process sets it too
+        table, combined = run_sweep(cells, opts, shard=shard, parallel=spec.parallel, dry_run=spec.dry_run,
+                                    progress=spec.progress, echo=echo)  # fmt: skip
     if spec.dry_run and shard != (0, 1):
         table = table[table["shard"] == shard[0]]
     return table, combined

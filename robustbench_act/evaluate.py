@@ -132,20 +132,9 @@ def _all_gather(obj: Any) -> list[Any]:
 
 def init_distributed() -> tuple[int, int]:
     """Initialise torch.distributed from torchrun's environment (gloo on CPU, nccl on CUDA)."""
-    try:
-        from robustbench_act.distributed import init_distributed as _init
+    from robustbench_act.distributed import init_distributed as _init
 
-        _init()
-    except ImportError:
-        import os
-
-        import torch.distributed as dist
-
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            if backend == "nccl":
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-            dist.init_process_group(backend=backend)
+    _init()
     return _dist_info()
 
 

@@ -136,6 +136,8 @@ def check_path(label: str, path: str | os.PathLike | None, kind: str) -> None:
     """Check one path option up front (exists / kind / readable / writable); one-line UserError."""
     if path is None:
         return
+    if str(path) == "procedural" and kind == "in_dir":  # --frost-dir procedural
+        return
     scheme, sep, rest = str(path).partition(":")
     if sep and scheme in CHECKPOINT_SCHEMES and kind == "in_any":  # hf-hub:org/name, local-dir:PATH
         if CHECKPOINT_SCHEMES[scheme] is None:

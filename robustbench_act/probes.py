@@ -56,11 +56,6 @@ SATURATION_FRACTION = 0.9
 _EPS = 1e-12
 SAMPLE_IDX = [FLUCT_STATS.index(s) for s in SAMPLE_FLUCT_STATS]
 
-_FALLBACK_ACTIVATIONS: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU,
-    nn.SiLU, nn.Mish, nn.Hardswish, nn.Hardtanh, nn.Tanh, nn.Softsign, nn.Softplus,
-    nn.Sigmoid, nn.Hardsigmoid, nn.LogSigmoid, nn.Tanhshrink,
-)  # fmt: skip
 
 
 def check_level(level: str) -> str:
@@ -72,25 +67,15 @@ def check_level(level: str) -> str:
 
 def find_sites(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Activation modules of ``model`` (qualified name, module), gates excluded: surgery's finder."""
-    try:
-        from robustbench_act.surgery import find_activations
-    except ImportError:
-        find_activations = None
-    if find_activations is not None:
-        out: list[tuple[str, nn.Module]] = []
-        for item in find_activations(model):
-            if getattr(item, "gate", False):  # attention / squeeze-excite gates are not "the activation"
-                continue
-            out.append((str(item[0]), item[1]))
-        return out
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, _FALLBACK_ACTIVATIONS)]
+    from robustbench_act.surgery import find_activations
+
+    # attention / squeeze-excite gates are not "the activation"
+    return [(str(item[0]), item[1]) for item in find_activations(model) if not getattr(item, "gate", False)]
 
 
 def _bounds(module: nn.Module) -> tuple[float, float] | None:
-    try:
-        from robustbench_act.activations import activation_bounds
-    except ImportError:
-        return None
+    from robustbench_act.activations import activation_bounds
+
     try:
         b = activation_bounds(module)
     except Exception:  # an activation the registry does not know is simply unbounded

@@ -51,6 +51,19 @@ def _opt_path(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _frost_dir(value: Any) -> str | None:
+    """A frost photograph folder (checked now: a bad one is a one-line error) or "procedural"."""
+    if value is None or str(value) == "procedural":
+        return None if value is None else "procedural"
+    from corruptions.weather import _frost_files
+
+    try:
+        _frost_files(Path(value))
+    except Exception as exc:  # CorruptionError: the package's one-line message
+        raise UserError(f"--frost-dir: {exc}") from None
+    return str(value)
+
+
 def _floats(value: Any, option: str) -> tuple[float, ...] | None:
     from robustbench_act.preprocess import parse_floats
 
@@ -103,6 +116,7 @@ class RunSpec(_Spec):
     normalize: bool = True
     baseline: str | None = None
     preset: str | None = None
+    frost_dir: str | None = None  # frost photographs (or "procedural"); None: the default order
     workers: int = 0
     resume: bool = False
     out: str | None = None
@@ -111,7 +125,7 @@ class RunSpec(_Spec):
         import corruptions as corr_pkg
 
         _set(self, checkpoint=_paths(self.checkpoint), plugin=_paths(self.plugin), root=_opt_path(self.root),
-             out=_opt_path(self.out))  # fmt: skip
+             out=_opt_path(self.out), frost_dir=_frost_dir(self.frost_dir))  # fmt: skip
         check_numbers({"corruption_seed": self.corruption_seed, "limit": self.limit,
                        "batch_size": self.batch_size, "workers": self.workers}, _labels(self))  # fmt: skip
         for p in self.plugin:  # plug-ins first: they add corruption names
@@ -240,12 +254,14 @@ class SweepSpec(_Spec):
     amp: str | None = None
     root: str | None = None
     download: bool = False
+    frost_dir: str | None = None  # frost photographs (or "procedural"); None: the default order
     progress: bool = True
 
     def __post_init__(self) -> None:
         if not self.out:
             raise UserError("--out is required: the sweep folder")
-        _set(self, out=str(self.out), config_file=_opt_path(self.config_file), root=_opt_path(self.root))
+        _set(self, out=str(self.out), config_file=_opt_path(self.config_file), root=_opt_path(self.root),
+             frost_dir=_frost_dir(self.frost_dir))  # fmt: skip
         check_numbers({k: getattr(self, k) for k in ("epochs", "iterations", "train_batch_size", "lr",
                                                      "corruption_seed", "parallel", "limit", "eval_limit",
                                                      "batch_size")}, _labels(self))  # fmt: skip

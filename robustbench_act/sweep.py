@@ -87,6 +87,7 @@ class SweepOptions:
     download: bool = False
     preset: str | None = None
     threads: int | None = None  # torch threads per cell process (parallel runs)
+    frost_dir: str | None = None  # frost photographs (or "procedural"); None: the default order
 
 
 def slug(text: str) -> str:
@@ -234,13 +235,20 @@ def run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict[
 def _run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict[str, Any]:
     import torch
 
+    from corruptions.weather import frost_images
+
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    with frost_images(opts.frost_dir):
+        return _cell_work(cell, opts, progress=progress)
+
+
+def _cell_work(cell: Cell, opts: SweepOptions, *, progress: bool) -> dict[str, Any]:
     from robustbench_act.checkpoint import is_checkpoint, load_checkpoint
     from robustbench_act.data import load_dataset
     from robustbench_act.pipeline import run_models
     from robustbench_act.train import make_config, train_model
 
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
     t0 = time.perf_counter()
     d = Path(opts.out) / cell.name
     tdir, edir = d / TRAIN_DIR, d / EVAL_DIR

@@ -152,3 +152,28 @@ def test_frost_sources_compare_by_the_photographs_not_their_path(tmp_path: Path,
     proc = weather.frost_info()
     assert proc["digest"] is None and not weather.same_frost(info_a, proc)
     assert weather.same_frost(proc, dict(proc))
+
+
+def test_frost_dir_is_a_parameter_of_run(tmp_path: Path) -> None:
+    """--frost-dir / RunSpec(frost_dir=...) picks the source for that run only, recorded in it."""
+    import robustbench_act
+    from robustbench_act.specs import RunSpec
+
+    photos = _photos(tmp_path / "photos")
+    before = weather.frost_info()
+    spec = RunSpec(activations=["relu"], seeds=[0], corruptions=["frost"], severities=[1], limit=16, batch_size=16,
+                   probes="none", device="cpu", frost_dir=str(photos), out=str(tmp_path / "r"))  # fmt: skip
+    from robustbench_act import train
+
+    saved = dict(train.RECIPES["digits"])
+    train.RECIPES["digits"]["epochs"] = 1
+    try:
+        out = robustbench_act.run(spec)
+    finally:
+        train.RECIPES["digits"].clear()
+        train.RECIPES["digits"].update(saved)
+    frost = out.manifest["config"]["frost"]
+    assert frost["source"] == "folder" and frost["digest"] == weather.frost_digest(photos)
+    assert weather.frost_info() == before  # the global default is untouched afterwards
+    with pytest.raises(UserError, match="--frost-dir"):
+        RunSpec(frost_dir=str(tmp_path / "nothing"))

@@ -173,6 +173,8 @@ def run_command(
                                         help="Baseline for CE / relative mCE: an activation of this run, a run folder, or alexnet (ImageNet-C)."),
     preset: str | None = typer.Option(None, "--preset", show_default=False,
                                       help="Corruption severity table: cifar, tinyimagenet, imagenet (default: from the image size)."),
+    frost_dir: Path | None = typer.Option(None, "--frost-dir", show_default=False,
+                                          help="Frost photographs folder, or 'procedural' [default: $ACTBENCH_FROST_DIR, an installed package's, else procedural]."),
     workers: int = typer.Option(0, "--workers", help="Data loader processes (datasets decoded per image)."),
     resume: bool = typer.Option(False, "--resume", help="Complete an interrupted run in --out without recomputing finished cells."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -198,7 +200,8 @@ def run_command(
                        root=root, download=download, corruptions=corruptions, severities=severities, seeds=seeds,
                        corruption_seed=corruption_seed, limit=limit, batch_size=batch_size, device=device, amp=amp,
                        plugin=as_tuple(plugin), probes=probes, mean=mean, std=std, normalize=normalize,
-                       baseline=baseline, preset=preset, workers=workers, resume=resume, out=out)  # fmt: skip
+                       baseline=baseline, preset=preset, frost_dir=frost_dir, workers=workers, resume=resume,
+                       out=out)  # fmt: skip
         outcome = run(spec, progress=prog, echo=prog.line, on_trained=prog.trained)
     except KeyboardInterrupt:
         prog.stop()

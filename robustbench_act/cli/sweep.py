@@ -39,6 +39,7 @@ def sweep_command(
     amp: str | None = typer.Option(None, "--amp", help="Evaluation autocast: bf16 or fp16 (training: the recipe's)."),
     root: Path | None = typer.Option(None, "--root", help="Dataset root for cifar10/cifar100."),
     download: bool = typer.Option(False, "--download", help="Let torchvision download CIFAR into --root."),
+    frost_dir: Path | None = typer.Option(None, "--frost-dir", help="Frost photographs folder, or 'procedural' [default: $ACTBENCH_FROST_DIR, an installed package's, else procedural]."),
     as_json: bool = typer.Option(False, "--json", help="Print the status table as JSON."),
     progress: bool = typer.Option(True, "--progress/--quiet", help="Show training progress (sequential runs)."),
 ) -> None:  # fmt: skip
@@ -51,7 +52,7 @@ def sweep_command(
                      train_batch_size=train_batch_size, lr=lr, corruptions=corruptions, severities=severities,
                      corruption_seed=corruption_seed, probes=probes, shard=shard, dry_run=dry_run, parallel=parallel,
                      limit=limit, eval_limit=eval_limit, batch_size=batch_size, device=device, amp=amp, root=root,
-                     download=download, progress=progress)  # fmt: skip
+                     download=download, frost_dir=frost_dir, progress=progress)  # fmt: skip
     table, combined = run(spec, echo=lambda line: typer.echo(line, err=True))
     render(spec, table, combined, as_json=as_json)
 
