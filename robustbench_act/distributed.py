@@ -159,6 +159,32 @@ def shard_range(n: int, rank_: int | None = None, world: int | None = None) -> t
     return n * r // w, n * (r + 1) // w
 
 
+def all_reduce_sum_many(tensors: list[torch.Tensor]) -> None:
+    """In-place sum of several tensors across processes, through one flat float64 buffer."""
+    if not is_distributed() or not tensors:
+        return
+    td = _dist()
+    dev = tensors[0].device
+    flat = torch.cat([t.reshape(-1).to(device=dev, dtype=torch.float64) for t in tensors])
+    if td.get_backend() == "gloo" and flat.device.type != "cpu":
+        flat = flat.cpu()
+    td.all_reduce(flat)
+    off = 0
+    for t in tensors:
+        k = t.numel()
+        t.copy_(flat[off:off + k].view_as(t).to(t))
+        off += k
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's Python object, in rank order (a one-element list in one process)."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    _dist().all_gather_object(out, obj)
+    return out
+
+
 def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel around ``model`` when distributed, else the model itself."""
     if not is_distributed():
