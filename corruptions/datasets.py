@@ -340,16 +340,44 @@ def export_c_dataset(
     ``progress(done, total)`` is called after every batch (units: images x corruptions x
     severities). Returns the output folder.
     """
-    import numpy as np
+    corr_list, sev_list = _export_plan(corruptions, severities, format, batch_size)
+    n = len(dataset)
+    if n == 0:
+        raise CorruptionError("the dataset is empty")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise CorruptionError(f"output path exists and is not a folder: {out}")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise CorruptionError(f"output folder {out} is not empty (use overwrite=True / --overwrite)")
+    first = torch.as_tensor(dataset[0][0])
+    if first.ndim != 3 or first.dtype != torch.uint8:
+        raise CorruptionError(
+            f"dataset items must be uint8 (C, H, W) tensors, got {first.dtype} {tuple(first.shape)}"
+        )
+    shape = tuple(int(v) for v in first.shape)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
+    try:
+        _export_into(tmp, dataset, corr_list, sev_list, shape, seed=seed, format=format, batch_size=batch_size,
+                     preset=preset, progress=progress,
+                     device=torch.device(device) if device is not None else torch.device("cpu"))  # fmt: skip
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
 
-    from corruptions import weather
 
+def _export_plan(corruptions: str | Sequence[str], severities: Sequence[int], format: str,
+                 batch_size: int) -> tuple[list[str], list[int]]:  # fmt: skip
+    """The corruption names and severities to export (validated)."""
     if format not in FORMATS:
         raise CorruptionError(
             f"unknown format {format!r}{_hint(format, FORMATS)} (formats: {', '.join(FORMATS)})"
         )
     if isinstance(corruptions, str):  # "all", a subset, names, or a comma-separated mix
-        corr_list = []
+        corr_list: list[str] = []
         for part in (p.strip() for p in corruptions.split(",")):
             corr_list.extend(n for n in (names(part) if part else []) if n not in corr_list)
     else:
@@ -365,106 +393,76 @@ def export_c_dataset(
         raise CorruptionError(f"severities must be distinct values 1..5, got {list(severities)}")
     if batch_size <= 0:
         raise CorruptionError(f"batch_size must be positive, got {batch_size}")
-    n = len(dataset)
-    if n == 0:
-        raise CorruptionError("the dataset is empty")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise CorruptionError(f"output path exists and is not a folder: {out}")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise CorruptionError(
-            f"output folder {out} is not empty (use overwrite=True / --overwrite)"
-        )
-    first, _ = dataset[0]
-    first = torch.as_tensor(first)
-    if first.ndim != 3 or first.dtype != torch.uint8:
-        raise CorruptionError(
-            f"dataset items must be uint8 (C, H, W) tensors, got {first.dtype} {tuple(first.shape)}"
-        )
-    c, h, w = (int(v) for v in first.shape)
-    used_preset = preset or preset_for_size(h, w)
-    classes = [str(x) for x in getattr(dataset, "classes", []) or []]
-    dev = torch.device(device) if device is not None else torch.device("cpu")
+    return corr_list, sev_list
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
+
+def _export_into(tmp: Path, dataset: Any, corr_list: list[str], sev_list: list[int], shape: tuple[int, ...], *,
+                 seed: int, format: str, batch_size: int, preset: str | None,
+                 progress: Callable[[int, int], None] | None, device: torch.device) -> None:  # fmt: skip
+    """Corrupt every image into ``tmp``: one memory-mapped .npy per corruption, or PNG trees."""
+    import numpy as np
+
+    n, (c, h, w), n_sev = len(dataset), shape, len(sev_list)
+    classes = [str(x) for x in getattr(dataset, "classes", []) or []]
     arrays: dict[str, Any] = {}
+    if format == "cifar-c":
+        for name in corr_list:
+            arrays[name] = np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.uint8,
+                                                     shape=(n_sev * n, h, w, c))  # fmt: skip
+    all_labels = np.zeros(n, dtype=np.int64)
+    total, done = n * len(corr_list) * n_sev, 0
     try:
-        n_sev = len(sev_list)
-        all_labels = np.zeros(n, dtype=np.int64)
-        if format == "cifar-c":
-            for name in corr_list:
-                arrays[name] = np.lib.format.open_memmap(
-                    tmp / f"{name}.npy", mode="w+", dtype=np.uint8, shape=(n_sev * n, h, w, c)
-                )
-        total = n * len(corr_list) * n_sev
-        done = 0
         for start, imgs, labels in _iter_batches(dataset, batch_size):
             b = len(imgs)
             all_labels[start : start + b] = labels.numpy()
             idx = torch.arange(start, start + b, dtype=torch.int64)
-            x = imgs.to(dev)
+            x = imgs.to(device)
             for name in corr_list:
                 for k, s in enumerate(sev_list):
                     y = apply(x, name, s, seed=seed, indices=idx, preset=preset).cpu()
                     if format == "cifar-c":
-                        arrays[name][k * n + start : k * n + start + b] = y.permute(
-                            0, 2, 3, 1
-                        ).numpy()
+                        arrays[name][k * n + start : k * n + start + b] = y.permute(0, 2, 3, 1).numpy()
                     else:
                         _write_pngs(tmp / name / str(s), y, labels, idx, classes)
                     done += b
                     if progress is not None:
                         progress(done, total)
-        if format == "cifar-c":
-            for arr in arrays.values():
-                arr.flush()
-            arrays.clear()
-            label_dtype = (
-                np.uint8
-                if all_labels.max(initial=0) < 256 and all_labels.min(initial=0) >= 0
-                else np.int64
-            )
-            np.save(tmp / "labels.npy", np.tile(all_labels, n_sev).astype(label_dtype))
-        manifest = {
-            "format": format,
-            "layout": (
-                "<name>.npy [S*N, H, W, C] uint8 severity-major + labels.npy [S*N]"
-                if format == "cifar-c"
-                else "<name>/<severity>/<class>/<index:06d>.png"
-            ),
-            "seed": seed,
-            "corruptions": corr_list,
-            "severities": sev_list,
-            "preset": used_preset,
-            "preset_requested": preset,
-            "params": {
-                name: {str(s): get(name).params(s, used_preset) for s in sev_list}
-                if used_preset in get(name).presets
-                else None
-                for name in corr_list
-            },
-            "image_count": n,
-            "image_shape": [c, h, w],
-            "classes": classes or None,
-            "dataset": getattr(dataset, "name", type(dataset).__name__),
-            "frost_source": weather.frost_source() if "frost" in corr_list else None,
-            "frost": weather.frost_info() if "frost" in corr_list else None,
-            "quantization": "uint8(x * 255) truncation, as the published files",
-            "indices": "image i of the dataset is sample index i (corruptions.apply(..., indices=[i]))",
-            "versions": _versions(),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-        (tmp / MANIFEST).write_text(
-            json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8"
-        )
-        _move_into_place(tmp, out)
-    except BaseException:
+        for arr in arrays.values():
+            arr.flush()
+    finally:
         arrays.clear()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    if format == "cifar-c":
+        small = all_labels.max(initial=0) < 256 and all_labels.min(initial=0) >= 0
+        np.save(tmp / "labels.npy", np.tile(all_labels, n_sev).astype(np.uint8 if small else np.int64))
+    manifest = _export_manifest(dataset, corr_list, sev_list, shape, classes, seed=seed, format=format,
+                                preset=preset)  # fmt: skip
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _export_manifest(dataset: Any, corr_list: list[str], sev_list: list[int], shape: tuple[int, ...],
+                     classes: list[str], *, seed: int, format: str, preset: str | None) -> dict[str, Any]:  # fmt: skip
+    """What an exported folder holds and how it was made (versions, preset, parameters, frost source)."""
+    from corruptions import weather
+
+    c, h, w = shape
+    used_preset = preset or preset_for_size(h, w)
+    return {
+        "format": format,
+        "layout": ("<name>.npy [S*N, H, W, C] uint8 severity-major + labels.npy [S*N]" if format == "cifar-c"
+                   else "<name>/<severity>/<class>/<index:06d>.png"),
+        "seed": seed, "corruptions": corr_list, "severities": sev_list,
+        "preset": used_preset, "preset_requested": preset,
+        "params": {name: {str(s): get(name).params(s, used_preset) for s in sev_list}
+                   if used_preset in get(name).presets else None for name in corr_list},
+        "image_count": len(dataset), "image_shape": [c, h, w], "classes": classes or None,
+        "dataset": getattr(dataset, "name", type(dataset).__name__),
+        "frost_source": weather.frost_source() if "frost" in corr_list else None,
+        "frost": weather.frost_info() if "frost" in corr_list else None,
+        "quantization": "uint8(x * 255) truncation, as the published files",
+        "indices": "image i of the dataset is sample index i (corruptions.apply(..., indices=[i]))",
+        "versions": _versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }  # fmt: skip
 
 
 def _write_pngs(

@@ -316,24 +316,36 @@ def export_command(
     ),
 ) -> None:
     """Write a CIFAR-10-C / ImageNet-C style copy of a dataset (atomic: all or nothing)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
     from corruptions import weather
-    from corruptions.datasets import FORMATS, export_c_dataset
+
+    ds, selected, sevs = _export_inputs(dataset, out, fmt, corruption_spec, severities, limit, split, preset,
+                                        batch_size, device, root, overwrite, plugin)  # fmt: skip
+    with weather.frost_images(frost_dir):
+        from robustbench_act.pipeline import check_plugins
+
+        also = ("frost",) if frost_dir is not None else ()  # user code and files fail before any output
+        check_plugins(selected, sevs, ds, seed=seed, preset=preset, also=also)
+        path = _export_with_progress(ds, out, selected, sevs, seed=seed, fmt=fmt, batch_size=batch_size,
+                                     preset=preset, device=device, overwrite=overwrite)  # fmt: skip
+    typer.echo(f"wrote {path} ({len(ds)} images x {len(selected)} corruptions x {len(sevs)} severities, {fmt})")
+    frost = json.loads((path / "manifest.json").read_text(encoding="utf-8")).get("frost")
+    if frost:
+        typer.echo(weather.frost_description(frost))
+
+
+def _export_inputs(dataset: str, out: Path, fmt: str, corruption_spec: str, severities: str, limit: int | None,
+                   split: str, preset: str | None, batch_size: int, device: str, root: Path | None,
+                   overwrite: bool, plugin: list[Path] | None) -> tuple[Any, list[str], list[int]]:  # fmt: skip
+    """Every export option checked, and the clean dataset loaded, before any output exists."""
+    from corruptions.datasets import FORMATS
+    from robustbench_act.data import load_dataset
+    from robustbench_act.parsing import parse_severities
 
     if fmt not in FORMATS:
         from robustbench_act.errors import unknown
 
         raise unknown("format", fmt, FORMATS)
     _check_preset(preset)
-    from robustbench_act.parsing import parse_severities
-
     sevs = parse_severities(severities)
     _load_plugins(plugin)
     selected = select_corruptions(corruption_spec)
@@ -347,39 +359,32 @@ def export_command(
         torch.empty(0, device=device)
     except (RuntimeError, ValueError) as exc:
         raise UserError(f"unusable --device {device!r}: {str(exc).splitlines()[0]}") from None
-    from robustbench_act.data import load_dataset
-    from robustbench_act.fileio import locked_beside
-    from robustbench_act.pipeline import check_plugins
-
     ds = load_dataset(dataset, split=split, limit=limit, root=root)
     if not hasattr(ds, "__getitem__") or not hasattr(ds, "__len__"):
-        raise UserError(
-            f"--dataset {dataset!r} is a family of corrupted copies; export needs a clean dataset"
-        )
-    try:
-        if frost_dir is not None:
-            weather.set_frost_images(frost_dir)
-        also = ("frost",) if frost_dir is not None else ()  # user code and files fail before any output
-        check_plugins(selected, sevs, ds, seed=seed, preset=preset, also=also)
-        with locked_beside(out), Progress(
-            TextColumn("[bold]export[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=_err, transient=False,
-        ) as bar:  # fmt: skip
-            task = bar.add_task("export", total=len(ds) * len(selected) * len(sevs))
-            path = export_c_dataset(
-                ds, out, corruptions=selected, severities=sevs, seed=seed, format=fmt,
-                batch_size=batch_size, preset=preset, device=device, overwrite=overwrite,
-                progress=lambda done, total: bar.update(task, completed=done),
-            )  # fmt: skip
-    finally:
-        if frost_dir is not None:
-            weather.set_frost_images(None)
-    typer.echo(
-        f"wrote {path} ({len(ds)} images x {len(selected)} corruptions x {len(sevs)} severities, {fmt})"
+        raise UserError(f"--dataset {dataset!r} is a family of corrupted copies; export needs a clean dataset")
+    return ds, selected, sevs
+
+
+def _export_with_progress(ds: Any, out: Path, selected: list[str], sevs: list[int], *, seed: int, fmt: str,
+                          batch_size: int, preset: str | None, device: str, overwrite: bool) -> Path:  # fmt: skip
+    """export_c_dataset under a lock beside ``out``, with a progress bar on stderr."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
     )
-    frost = json.loads((path / "manifest.json").read_text(encoding="utf-8")).get("frost")
-    if frost:
-        typer.echo(weather.frost_description(frost))
+
+    from corruptions.datasets import export_c_dataset
+    from robustbench_act.fileio import locked_beside
+
+    with locked_beside(out), Progress(TextColumn("[bold]export[/]"), BarColumn(), MofNCompleteColumn(),
+                                      TimeRemainingColumn(), console=_err, transient=False) as bar:  # fmt: skip
+        task = bar.add_task("export", total=len(ds) * len(selected) * len(sevs))
+        return export_c_dataset(ds, out, corruptions=selected, severities=sevs, seed=seed, format=fmt,
+                                batch_size=batch_size, preset=preset, device=device, overwrite=overwrite,
+                                progress=lambda done, total: bar.update(task, completed=done))  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:
