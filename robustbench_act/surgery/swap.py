@@ -157,83 +157,101 @@ def swap_activations(
 
         raise unknown("gates mode", gates, ["keep", "swap"])
     make, label = _factory(spec)
-    inc = list(include) if include is not None else None
-    exc = list(exclude) if exclude else None
+    sel = _Selection(gates, list(include) if include is not None else None, list(exclude) if exclude else None)
     report = SwapReport(spec=label)
-
-    # ---- plan: module sites
-    chosen: list[ActivationSite] = []
-    chosen_ids: set[tuple[int, str]] = set()
-    for s in _collect_sites(model):
-        if s.gate and gates == "keep":
-            report.gates_kept.append(s.name)
-        elif not _matches(s.name, inc, exc):
-            report.excluded.append(s.name)
-        else:
-            chosen.append(s)
-            chosen_ids.add((id(s.parent), s.attr))
-
-    def accept(fn: str, site: str) -> bool:
-        return not (fn in _GATE_FNS and gates == "keep") and _matches(site, inc, exc)
-
-    # ---- plan: owners (function calls, shared call sites)
-    plans: list[_OwnerPlan] = []
-    for oname, owner in _iter_parents(model):
-        if not _traceable_candidate(owner):
-            continue
-        act_attrs = [a for a, c in owner._modules.items() if (id(owner), a) in chosen_ids]
-        if not _source_hint(owner) and not (act_attrs and _may_reuse(owner, act_attrs)):
-            continue
-        try:
-            traced = _trace(owner)
-        except Exception as err:  # noqa: BLE001 - any fx failure means "cannot see inside"
-            msg = str(err).splitlines()[0][:80] if str(err) else ""
-            report.untraced.append((oname or "<root>", f"{type(err).__name__}: {msg}"))
-            continue
-        plan = _OwnerPlan(owner, oname, traced)
-        for g in traced.graphs.values():
-            fn_count: Counter[str] = Counter()
-            calls: Counter[str] = Counter()
-            for node in g.nodes:
-                fn = _fn_name(node)
-                if fn is not None:
-                    plan.fn_sites[_qual(oname, f"fx_{fn}{fn_count[fn]}")] = fn
-                    fn_count[fn] += 1
-                elif node.op == "call_module" and "." not in str(node.target):
-                    child = owner._modules.get(str(node.target))
-                    if child is not None and is_activation(child):
-                        calls[str(node.target)] += 1
-            plan.splits |= {a for a, n in calls.items() if n > 1 and (id(owner), a) in chosen_ids}
-        wanted = False
-        for site, fn in plan.fn_sites.items():
-            if fn in _GATE_FNS and gates == "keep":
-                report.gates_kept.append(f"{site} ({fn} call)")
-            elif not _matches(site, inc, exc):
-                report.excluded.append(site)
-            elif owner is model and not allow_root:
-                report.remaining.append((site, f"F.{fn} in the root forward (allow_root=False)"))
-            else:
-                wanted = True
-        if owner is model and not allow_root:
-            plan.splits = set()
-        if wanted or plan.splits:
-            plans.append(plan)
-        else:
-            _restore_attrs(owner, traced.attrs_before)
-
+    chosen = _plan_modules(model, sel, report)
+    chosen_ids = {(id(s.parent), s.attr) for s in chosen}
+    plans = [p for oname, owner in _iter_parents(model)
+             if (p := _plan_owner(model, oname, owner, chosen_ids, sel, report, allow_root)) is not None]  # fmt: skip
     if report.remaining and not allow_remaining:
         for plan in plans:
             _restore_attrs(plan.owner, plan.traced.attrs_before)
         shown = _short([f"{n} ({t})" for n, t in report.remaining], 3)
         raise UserError(f"{len(report.remaining)} activation(s) could not be replaced: {shown}")
-
-    # ---- apply: module sites, then owner rewrites (which add modules for new call sites)
+    # apply: module sites, then owner rewrites (which add modules for new call sites)
     for s in chosen:
         setattr(s.parent, s.attr, make())
         report.replaced[_type_label(s.module)] += 1
     for plan in plans:
-        _install(plan.owner, _swap_edit(plan.name, frozenset(plan.splits), accept), make, report)
+        _install(plan.owner, _swap_edit(plan.name, frozenset(plan.splits), sel.accept), make, report)
     return report
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """Which sites a swap touches: gates kept or swapped, include/exclude name patterns."""
+
+    gates: str
+    include: list[str] | None
+    exclude: list[str] | None
+
+    def accept(self, fn: str, site: str) -> bool:
+        """Whether a function call site ``site`` calling ``fn`` is swapped."""
+        return not (fn in _GATE_FNS and self.gates == "keep") and _matches(site, self.include, self.exclude)
+
+
+def _plan_modules(model: nn.Module, sel: _Selection, report: SwapReport) -> list[ActivationSite]:
+    """The activation module sites to replace (gates and excluded names reported)."""
+    chosen = []
+    for s in _collect_sites(model):
+        if s.gate and sel.gates == "keep":
+            report.gates_kept.append(s.name)
+        elif not _matches(s.name, sel.include, sel.exclude):
+            report.excluded.append(s.name)
+        else:
+            chosen.append(s)
+    return chosen
+
+
+def _plan_owner(model: nn.Module, oname: str, owner: nn.Module, chosen_ids: set[tuple[int, str]],
+                sel: _Selection, report: SwapReport, allow_root: bool) -> _OwnerPlan | None:  # fmt: skip
+    """Trace one block whose forward calls activation functions or reuses an activation module."""
+    if not _traceable_candidate(owner):
+        return None
+    act_attrs = [a for a in owner._modules if (id(owner), a) in chosen_ids]
+    if not _source_hint(owner) and not (act_attrs and _may_reuse(owner, act_attrs)):
+        return None
+    try:
+        traced = _trace(owner)
+    except Exception as err:  # noqa: BLE001 - any fx failure means "cannot see inside"
+        msg = str(err).splitlines()[0][:80] if str(err) else ""
+        report.untraced.append((oname or "<root>", f"{type(err).__name__}: {msg}"))
+        return None
+    plan = _OwnerPlan(owner, oname, traced)
+    for g in traced.graphs.values():
+        _scan_graph(g, plan, owner, chosen_ids)
+    wanted = False
+    for site, fn in plan.fn_sites.items():
+        if fn in _GATE_FNS and sel.gates == "keep":
+            report.gates_kept.append(f"{site} ({fn} call)")
+        elif not _matches(site, sel.include, sel.exclude):
+            report.excluded.append(site)
+        elif owner is model and not allow_root:
+            report.remaining.append((site, f"F.{fn} in the root forward (allow_root=False)"))
+        else:
+            wanted = True
+    if owner is model and not allow_root:
+        plan.splits = set()
+    if wanted or plan.splits:
+        return plan
+    _restore_attrs(owner, traced.attrs_before)
+    return None
+
+
+def _scan_graph(g: fx.Graph, plan: _OwnerPlan, owner: nn.Module, chosen_ids: set[tuple[int, str]]) -> None:
+    """Record a traced graph's activation function calls and the activation modules called twice."""
+    fn_count: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
+    for node in g.nodes:
+        fn = _fn_name(node)
+        if fn is not None:
+            plan.fn_sites[_qual(plan.name, f"fx_{fn}{fn_count[fn]}")] = fn
+            fn_count[fn] += 1
+        elif node.op == "call_module" and "." not in str(node.target):
+            child = owner._modules.get(str(node.target))
+            if child is not None and is_activation(child):
+                calls[str(node.target)] += 1
+    plan.splits |= {a for a, n in calls.items() if n > 1 and (id(owner), a) in chosen_ids}
 
 
 def _type_label(module: nn.Module) -> str:
