@@ -45,7 +45,7 @@ TRAIN_DIR = "train"
 EVAL_DIR = "eval"
 CLEAN_DIR = "clean"
 SWEEP_MANIFEST = "sweep.json"
-STATUSES = ("done", "trained", "training", "pending")
+STATUSES = ("done", "trained", "training", "diverged", "pending")
 
 
 @dataclass(frozen=True, order=True)
@@ -176,7 +176,8 @@ def shard_cells(cells: Sequence[Cell], index: int, count: int) -> list[Cell]:
 
 
 def cell_status(out: str | Path, cell: Cell) -> str:
-    """done (evaluated) | trained (checkpoint, no complete evaluation) | training (state.pt) | pending."""
+    """done (evaluated) | trained (checkpoint, no complete evaluation) | diverged (training loss
+    became NaN/inf: a result, not retried) | training (state.pt) | pending."""
     from robustbench_act.checkpoint import is_checkpoint
     from robustbench_act.results import is_complete
 
@@ -185,19 +186,25 @@ def cell_status(out: str | Path, cell: Cell) -> str:
         return "done"
     if _trained(d / TRAIN_DIR) and is_checkpoint(d / TRAIN_DIR):
         return "trained"
+    if _train_status(d / TRAIN_DIR) == "diverged":
+        return "diverged"
     if (d / TRAIN_DIR / "state.pt").is_file():
         return "training"
     return "pending"
 
 
-def _trained(train_dir: Path) -> bool:
+def _train_status(train_dir: Path) -> str | None:
     import json
 
     p = train_dir / "manifest.json"
     try:
-        return p.is_file() and json.loads(p.read_text(encoding="utf-8")).get("status") == "finished"
+        return json.loads(p.read_text(encoding="utf-8")).get("status") if p.is_file() else None
     except (OSError, ValueError):
-        return False
+        return None
+
+
+def _trained(train_dir: Path) -> bool:
+    return _train_status(train_dir) == "finished"
 
 
 def status_table(out: str | Path, cells: Sequence[Cell], shard: tuple[int, int] = (0, 1)) -> pd.DataFrame:
@@ -442,10 +449,12 @@ def run_sweep(
         "cells": [c.name for c in cells], "shard": list(shard), "parallel": parallel,
     }  # fmt: skip
     atomic_write_json(out / SWEEP_MANIFEST, manifest)
-    todo = sorted((c for c in mine if cell_status(opts.out, c) != "done"),
+    todo = sorted((c for c in mine if cell_status(opts.out, c) not in ("done", "diverged")),
                   key=lambda c: (c.seed, c.model, c.activation, c.order))
+    diverged = [c.name for c in mine if cell_status(opts.out, c) == "diverged"]
     say(f"sweep: {len(cells)} cells, {len(mine)} in shard {shard[0]}/{shard[1]}, "
-        f"{len(mine) - len(todo)} already done, {len(todo)} to run")  # fmt: skip
+        f"{len(mine) - len(todo) - len(diverged)} already done, {len(diverged)} diverged (not retried; "
+        f"delete their train/ to retry), {len(todo)} to run")  # fmt: skip
     rows: list[dict[str, Any]] = []
     if parallel == 1 or len(todo) <= 1:
         for k, c in enumerate(todo, 1):

@@ -481,15 +481,23 @@ def _check_finite(bad_at: torch.Tensor, loss_sum: torch.Tensor, epoch: int, out:
         return
     loss = float(loss_sum)
     where = "not written (no output folder)"
-    if out is not None:
-        if main:
-            _write_log(out, history)
-        where = str(out / LOG_NAME)
     word = "nan" if math.isnan(loss) else ("inf" if math.isinf(loss) else f"{loss:.4g}")
-    raise TrainingDivergedError(
-        f"training diverged at epoch {epoch + 1} iteration {i + 1} (loss={word}); "
-        f"log kept at {where}; lower --lr or use --amp none"
-    )
+    message = (f"training diverged at epoch {epoch + 1} iteration {i + 1} (loss={word}); "
+               f"log kept at {out / LOG_NAME if out is not None else where}; lower --lr or use --amp none")  # fmt: skip
+    if out is not None and main:
+        _write_log(out, history)
+        _mark_diverged(out, message, epoch + 1, i + 1)
+    raise TrainingDivergedError(message)
+
+
+def _mark_diverged(out: Path, message: str, epoch: int, iteration: int) -> None:
+    """Record the divergence in the manifest (status "diverged"): it is a result, not a crash."""
+    from robustbench_act.fileio import read_json
+
+    path = out / MANIFEST_NAME
+    manifest = read_json(path, "manifest") if path.is_file() else {}
+    manifest.update(status="diverged", error=message, diverged_at={"epoch": epoch, "iteration": iteration})
+    atomic_write_json(path, manifest)
 
 
 

@@ -165,3 +165,25 @@ def test_compare_of_an_eval_limited_sweep_reads_eval_and_names_clean_only_on_req
     assert set(t.data["n_images"]) == {40}
     full = compare_runs([out / c.name / "clean" for c in cells])
     assert set(full.data["n_images"]) == {96}
+
+
+def test_a_diverged_cell_is_a_result_not_retried(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "dv"
+    cells = plan_cells(["cnn_small"], ["relu"], ["conventional"], [0])
+    real = T._step
+
+    def nan_loss(*args, **kwargs):  # the loss of every step becomes NaN
+        logits, loss = real(*args, **kwargs)
+        return logits, loss * float("nan")
+
+    monkeypatch.setattr(T, "_step", nan_loss)
+    with pytest.raises(UserError, match="1 sweep cell"):
+        run_sweep(cells, _opts(out), progress=False, echo=lambda s: None)
+    monkeypatch.setattr(T, "_step", real)
+    man = json.loads((out / cells[0].name / "train" / "manifest.json").read_text())
+    assert man["status"] == "diverged" and "diverged at epoch 1" in man["error"]
+    assert cell_status(out, cells[0]) == "diverged"
+    lines: list[str] = []
+    table, _ = run_sweep(cells, _opts(out), progress=False, echo=lines.append)
+    assert "1 diverged (not retried" in lines[0] and "0 to run" in lines[0]
+    assert table.status.tolist() == ["diverged"]
