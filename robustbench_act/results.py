@@ -38,6 +38,7 @@ import pandas as pd
 
 from robustbench_act.errors import UserError
 from robustbench_act.fileio import (
+    PARQUET_OPTIONS,
     atomic_write,
     atomic_write_frame,
     atomic_write_json,
@@ -317,7 +318,7 @@ class RunStore:
                 if frame is None or len(frame) == 0:
                     continue
                 frame = conform(frame, table)
-                frame.to_parquet(tmp / f"{table}.parquet", index=False)
+                frame.to_parquet(tmp / f"{table}.parquet", index=False, **PARQUET_OPTIONS)
                 if table != "samples":
                     kept[table] = frame
             if final.exists():
@@ -408,7 +409,7 @@ class RunStore:
         schema = arrow_schema("samples")
 
         def write(tmp: Path) -> None:
-            with pq.ParquetWriter(tmp, schema) as writer:
+            with pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as writer:
                 for key in keys:
                     p = self.cells_dir / cell_dirname(*key) / "samples.parquet"
                     if key in done and p.is_file():
