@@ -27,8 +27,11 @@ def test_version_and_shell_completion() -> None:
 
     res = _cli("--version")
     assert res.returncode == 0 and res.stdout.strip() == f"actbench {robustbench_act.__version__}"
-    script = _cli("--show-completion", "bash")
-    assert script.returncode == 0 and "_ACTBENCH_COMPLETE" in script.stdout
+    # Typer detects the shell from the process tree (shellingham): start it from bash so the
+    # answer does not depend on what launched the tests
+    script = subprocess.run(["bash", "-c", f"'{sys.executable}' -m robustbench_act --show-completion; exit $?"],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert script.returncode == 0 and "_ACTBENCH_COMPLETE" in script.stdout, script.stderr
     words = _cli(env={"_ACTBENCH_COMPLETE": "complete_bash", "COMP_WORDS": "actbench swe", "COMP_CWORD": "1"})
     assert words.returncode == 0 and words.stdout.split() == ["sweep"]
 
