@@ -6,6 +6,7 @@ Public API::
     corruptions.apply(images, name, severity, seed=0, indices=None, preset=None, params=None)
     corruptions.get(name)                      # the registered Corruption
     @corruptions.register(name, group=..., presets=...)   # add your own
+    # chunk_values=corruptions.DEFAULT_CHUNK_VALUES: let apply run it chunk by chunk on CPU
     corruptions.load_plugin("my_corruption.py")
 
 Depends on torch (and torchvision for the JPEG codec) only.
@@ -13,6 +14,7 @@ Depends on torch (and torchvision for the JPEG codec) only.
 
 from corruptions.registry import (
     COMMON,
+    DEFAULT_CHUNK_VALUES,
     EXTRA,
     GROUPS,
     PRESETS,
@@ -32,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "COMMON",
+    "DEFAULT_CHUNK_VALUES",
     "EXTRA",
     "GROUPS",
     "PRESETS",

@@ -22,7 +22,7 @@ import warnings
 import torch
 
 from corruptions import ops
-from corruptions.registry import CorruptionError, register
+from corruptions.registry import DEFAULT_CHUNK_VALUES, CorruptionError, register
 from corruptions.rng import SampleRNG
 
 
@@ -84,6 +84,7 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
 
 @register(
     "contrast",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="digital",
     presets={
         "cifar": [0.75, 0.5, 0.4, 0.3, 0.15],
@@ -107,6 +108,7 @@ def contrast(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor
 
 @register(
     "brightness",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="weather",
     presets={
         "cifar": [0.05, 0.1, 0.15, 0.2, 0.3],
@@ -128,6 +130,7 @@ def brightness(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tens
 
 @register(
     "saturate",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="extra",
     presets={
         "cifar": [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)],
@@ -219,6 +222,7 @@ def pil_box_resize(levels: torch.Tensor, height: int, width: int) -> torch.Tenso
 
 @register(
     "pixelate",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="digital",
     presets={
         "cifar": [0.95, 0.9, 0.85, 0.75, 0.65],
@@ -248,6 +252,7 @@ def pixelate(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor
 
 @register(
     "jpeg_compression",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="digital",
     presets={
         "cifar": [80, 65, 58, 50, 40],
@@ -344,6 +349,7 @@ _SIC = 244.0 / 224.0  # the ImageNet script multiplies by 244 at 224 px
 
 @register(
     "elastic_transform",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="digital",
     presets={
         "cifar": [

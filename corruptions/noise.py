@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from corruptions.registry import CorruptionError, register
+from corruptions.registry import DEFAULT_CHUNK_VALUES, CorruptionError, register
 from corruptions.rng import SampleRNG
 
 
@@ -33,6 +33,7 @@ def _positive(name: str, key: str, value: object, *, allow_zero: bool = True) ->
 
 @register(
     "gaussian_noise",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="noise",
     presets={
         "cifar": [0.04, 0.06, 0.08, 0.09, 0.10],
@@ -50,6 +51,7 @@ def gaussian_noise(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.
 
 @register(
     "shot_noise",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="noise",
     presets={
         "cifar": [500, 250, 100, 75, 50],
@@ -68,6 +70,7 @@ def shot_noise(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tens
 
 @register(
     "impulse_noise",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="noise",
     presets={
         "cifar": [0.01, 0.02, 0.03, 0.05, 0.07],
@@ -91,6 +94,7 @@ def impulse_noise(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.T
 
 @register(
     "speckle_noise",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="extra",
     presets={
         "cifar": [0.06, 0.10, 0.12, 0.16, 0.20],

@@ -112,6 +112,19 @@ class SampleRNG:
         self.seed = seed
         self._stream = 0
 
+    def subset(self, start: int, stop: int) -> SampleRNG:
+        """The streams of samples ``start:stop`` as a fresh generator (stream counter at 0).
+
+        Draws from it equal the same rows of the draws from a fresh generator over the
+        whole batch: what lets ``apply`` run a corruption chunk by chunk.
+        """
+        part = object.__new__(SampleRNG)
+        part.indices = self.indices[start:stop]
+        part.keys0, part.keys1 = self.keys0[start:stop], self.keys1[start:stop]
+        part._k0 = self._k0[start:stop]
+        part.device, part.seed, part._stream = self.device, self.seed, 0
+        return part
+
     @property
     def n(self) -> int:
         """Number of samples."""

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from corruptions.motion import apply_motion_blur, quantize_round
 from corruptions.ops import gaussian_kernel1d, index_add_deterministic, pad2d
-from corruptions.registry import CorruptionError, preset_for_size, register
+from corruptions.registry import DEFAULT_CHUNK_VALUES, CorruptionError, preset_for_size, register
 from corruptions.rng import SampleRNG, name_code
 
 # cv2.cvtColor(RGB2GRAY) weights
@@ -84,6 +84,7 @@ def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
 
 @register(
     "snow",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="weather",
     presets={
         "cifar": [
@@ -741,6 +742,7 @@ def _water_mask(liquid: torch.Tensor) -> torch.Tensor:
 
 @register(
     "spatter",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="extra",
     presets={
         "cifar": [
