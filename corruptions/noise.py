@@ -46,7 +46,7 @@ def _positive(name: str, key: str, value: object, *, allow_zero: bool = True) ->
 def gaussian_noise(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
     """Additive Gaussian noise."""
     sigma = _positive("gaussian_noise", "sigma", params["sigma"])
-    return images + sigma * rng.normal_icdf(*images.shape[1:], dtype=images.dtype)
+    return rng.normal_icdf(*images.shape[1:], dtype=images.dtype).mul_(sigma).add_(images)
 
 
 @register(
@@ -86,10 +86,9 @@ def impulse_noise(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.T
     if amount > 1:
         raise CorruptionError(f"impulse_noise: amount must be in [0, 1], got {amount!r}")
     shape = images.shape[1:]
-    flipped = rng.uniform(*shape, dtype=torch.float64) <= amount
-    salted = rng.uniform(*shape, dtype=torch.float64) <= 0.5
-    out = torch.where(flipped & salted, torch.ones_like(images), images)
-    return torch.where(flipped & ~salted, torch.zeros_like(images), out)
+    flipped = rng.bernoulli(amount, *shape)  # uniform <= amount, on the integer bits
+    salted = rng.bernoulli(0.5, *shape)
+    return torch.where(flipped, salted.to(images.dtype), images)
 
 
 @register(
@@ -107,4 +106,5 @@ def impulse_noise(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.T
 def speckle_noise(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
     """Multiplicative Gaussian noise."""
     sigma = _positive("speckle_noise", "sigma", params["sigma"])
-    return images + images * (sigma * rng.normal_icdf(*images.shape[1:], dtype=images.dtype))
+    z = rng.normal_icdf(*images.shape[1:], dtype=images.dtype)
+    return z.mul_(sigma).mul_(images).add_(images)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Sequence
+from fractions import Fraction
 
 import torch
 
@@ -180,6 +181,21 @@ class SampleRNG:
         u = self._uniform24(shape).to(torch.float64 if dtype == torch.float64 else torch.float32)
         return u.add_(0.5).mul_(1.0 / 16777216.0).to(dtype)
 
+    def bernoulli(self, p: float, *shape: int) -> torch.Tensor:
+        """``uniform(*shape) <= p`` as a bool tensor (N, *shape), decided on the integer bits.
+
+        The same values as comparing the float64 uniforms of the next stream with ``p``,
+        without making them: ``(k + 0.5) / 2**24 <= p`` for the top 24 bits ``k`` holds
+        exactly when the 32-bit draw is below ``m * 256``, ``m = floor(p * 2**24 + 0.5)``.
+        """
+        shape = tuple(int(s) for s in shape)
+        m = min(max(math.floor(Fraction(p) * 2**24 + Fraction(1, 2)), 0), 2**24)
+        x = self._bits32(shape)
+        if m == 2**24:
+            return torch.ones(self.n, *shape, dtype=torch.bool, device=self.device)
+        x ^= -(1 << 31)  # unsigned order as signed order
+        return torch.lt(x, m * 256 - 2**31).view(self.n, *shape)
+
     def normal(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Standard normal values, shape (N, *shape) (Box-Muller on two uniform streams)."""
         u1 = self.uniform(*shape, dtype=torch.float64)
@@ -214,7 +230,7 @@ class SampleRNG:
         Half the hashing of :meth:`normal` (one stream instead of two); |z| <= 5.4.
         """
         u = self.uniform(*shape, dtype=torch.float64)
-        return torch.special.ndtri(u).to(dtype)
+        return torch.special.ndtri(u, out=u).to(dtype)
 
     # ------------------------------------------------------------------ Poisson
     def _uniform_at(self, rows: torch.Tensor, cols: torch.Tensor, stream: int) -> torch.Tensor:
@@ -248,62 +264,129 @@ class SampleRNG:
         per_sample = lam.shape[1]
         lam = lam.view(-1)
         out = torch.zeros(lam.shape, dtype=torch.int64, device=self.device)
-
-        def where(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            """Flat positions of ``mask`` and their (sample, element) coordinates."""
-            flat = mask.nonzero().view(-1)
-            return flat, torch.div(flat, per_sample, rounding_mode="floor"), flat % per_sample
-
-        # --- inversion (sequential CDF search) for small rates
-        flat, rows, cols = where(lam < 10.0)
-        if flat.numel():
-            lam_s = lam.index_select(0, flat)
-            u = self._uniform_at(rows, cols, sub)
-            # dense sweep over k (no per-element indexing): k = #{j : CDF(j) < u}
-            p = torch.exp(-lam_s)
-            cdf = p.clone()
-            k = torch.zeros_like(flat)
-            j = 0
-            while j < 10_000:
-                above = u > cdf
-                if not bool(above.any()):
-                    break
-                k += above
-                j += 1
-                p = p * (lam_s / j)
-                cdf = cdf + p
-            out.index_copy_(0, flat, k)
-
-        # --- PTRS (Hörmann 1993) for large rates
-        flat, rows, cols = where(lam >= 10.0)
-        if flat.numel():
-            lam_l = lam.index_select(0, flat)
-            slam = torch.sqrt(lam_l)
-            loglam = torch.log(lam_l)
-            b = 0.931 + 2.53 * slam
-            a = -0.059 + 0.02483 * b
-            log_invalpha = torch.log(1.1239 + 1.1328 / (b - 3.4))
-            vr = 0.9277 - 3.6224 / (b - 2.0)
-            result = torch.zeros_like(flat)
-            pending: torch.Tensor | None = None  # None: every element (round 0, no gathers)
-            rnd = 0
-            while pending is None or pending.numel():
-                if rnd >= 0x7FFF:
-                    raise RuntimeError("poisson: PTRS did not converge")  # pragma: no cover
-                r, c = _take(rows, pending), _take(cols, pending)
-                uu = self._uniform_at(r, c, sub + 1 + 2 * rnd) - 0.5
-                vv = self._uniform_at(r, c, sub + 2 + 2 * rnd)
-                rnd += 1
-                la, aa, bb = _take(lam_l, pending), _take(a, pending), _take(b, pending)
-                us = 0.5 - uu.abs()
-                kk = torch.floor((2.0 * aa / us + bb) * uu + la + 0.43)
-                fast = (us >= 0.07) & (vv <= _take(vr, pending))
-                reject = (kk < 0) | ((us < 0.013) & (vv > us))
-                lhs = torch.log(vv) + _take(log_invalpha, pending) - torch.log(aa / (us * us) + bb)
-                rhs = -la + kk * _take(loglam, pending) - torch.lgamma(kk.clamp(min=0.0) + 1.0)
-                accept = fast | (~reject & (lhs <= rhs))
-                positions = torch.arange(flat.numel(), device=self.device) if pending is None else pending
-                result[positions[accept]] = kk[accept].to(torch.int64)
-                pending = positions[~accept]
-            out.index_copy_(0, flat, result)
+        small = lam < 10.0
+        for mask, sampler in ((small, self._poisson_inversion), (~small, self._poisson_ptrs)):
+            count = int(mask.sum())  # inversion for rates < 10, PTRS for the others
+            if count == lam.numel():
+                out = sampler(lam, None, per_sample, sub)
+            elif count:
+                flat = mask.nonzero().view(-1)
+                out.index_copy_(0, flat, sampler(lam.index_select(0, flat), flat, per_sample, sub))
         return out.view(rate.shape)
+
+    def _uniforms_of(self, flat: torch.Tensor | None, per_sample: int, stream: int) -> torch.Tensor:
+        """Float64 uniforms (32-bit resolution) of ``stream`` at flat positions ``flat``.
+
+        For many positions (or all: ``flat`` None) the whole (N, per_sample) stream is
+        hashed, then gathered; for a few, only those elements (:meth:`_uniform_at`).
+        """
+        if flat is not None and 8 * flat.numel() < self.n * per_sample:
+            rows = torch.div(flat, per_sample, rounding_mode="floor")
+            return self._uniform_at(rows, flat - rows * per_sample, stream)
+        x = self._bits32((per_sample,), stream)
+        x ^= -(1 << 31)  # unsigned value - 2**31, see _uniform_at
+        u = x.view(-1).to(torch.float64).add_(2147483648.5).mul_(1.0 / 4294967296.0)
+        return u if flat is None else u.index_select(0, flat)
+
+    def _poisson_inversion(
+        self, lam: torch.Tensor, flat: torch.Tensor | None, per_sample: int, sub: int
+    ) -> torch.Tensor:
+        """k = #{j : CDF(j) < u} for one uniform u per element (sequential CDF search).
+
+        All elements step through j together (p_j = p_{j-1} * (lam / j), CDF += p_j);
+        finished ones (u <= CDF, which stays true as the CDF only grows) leave the working
+        set whenever they are half of it, so the sweep costs about E[k] + 1 passes.
+        """
+        u = self._uniforms_of(flat, per_sample, sub)
+        p = torch.exp(-lam)
+        cdf = p.clone()
+        k = torch.zeros(lam.shape, dtype=torch.int64, device=lam.device)
+        pos: torch.Tensor | None = None  # positions of the working set (None: all)
+        step = torch.empty_like(lam)
+        j = 0
+        while j < 10_000:
+            above = u > cdf
+            left = int(above.sum())
+            if left == 0:
+                break
+            if 2 * left <= above.numel():  # compact: keep the elements still searching
+                keep = above.nonzero().view(-1)
+                pos = keep if pos is None else pos.index_select(0, keep)
+                u, cdf, p, lam = (t.index_select(0, keep) for t in (u, cdf, p, lam))
+                step = step[: keep.numel()]
+                above = torch.ones_like(u, dtype=torch.bool)
+            if pos is None:
+                k += above
+            else:
+                k.index_add_(0, pos, above.to(torch.int64))
+            j += 1
+            torch.div(lam, j, out=step)
+            p.mul_(step)
+            cdf.add_(p)
+        return k
+
+    def _poisson_ptrs(
+        self, lam: torch.Tensor, flat: torch.Tensor | None, per_sample: int, sub: int
+    ) -> torch.Tensor:
+        """Hörmann's PTRS transformed rejection (rates >= 10), round by round.
+
+        Round r draws streams sub + 1 + 2r and sub + 2 + 2r for the elements still
+        pending. Elements accepted by the cheap test (us >= 0.07 and v <= v_r) skip the
+        log / lgamma test, and lgamma(k + 1) comes from a table of integer arguments.
+        """
+        slam = torch.sqrt(lam)
+        loglam = torch.log(lam)
+        b = 0.931 + 2.53 * slam
+        a = -0.059 + 0.02483 * b
+        log_invalpha = torch.log(1.1239 + 1.1328 / (b - 3.4))
+        vr = 0.9277 - 3.6224 / (b - 2.0)
+        result = torch.zeros(lam.shape, dtype=torch.int64, device=lam.device)
+        pending: torch.Tensor | None = None  # None: every element (round 0, no gathers)
+        rnd = 0
+        while pending is None or pending.numel():
+            if rnd >= 0x7FFF:
+                raise RuntimeError("poisson: PTRS did not converge")  # pragma: no cover
+            where = pending if flat is None else _take(flat, pending)  # positions in the batch
+            uu = self._uniforms_of(where, per_sample, sub + 1 + 2 * rnd).sub_(0.5)
+            vv = self._uniforms_of(where, per_sample, sub + 2 + 2 * rnd)
+            rnd += 1
+            la, aa, bb = _take(lam, pending), _take(a, pending), _take(b, pending)
+            us = uu.abs().neg_().add_(0.5)  # 0.5 - |u|
+            kk = torch.mul(aa, 2.0).div_(us).add_(bb).mul_(uu).add_(la).add_(0.43).floor_()
+            accept = (us >= 0.07) & (vv <= _take(vr, pending))
+            # the full test where the cheap one fails and the element is not rejected outright
+            idx = (~accept & (kk >= 0) & ((us >= 0.013) | (vv <= us))).nonzero().view(-1)
+            if idx.numel():
+                sel = idx if pending is None else pending.index_select(0, idx)
+                u_s, v_s, k_s, a_s = (t.index_select(0, idx) for t in (us, vv, kk, aa))
+                lhs = torch.log(v_s).add_(log_invalpha.index_select(0, sel))
+                lhs -= torch.log(a_s.div_(u_s.mul_(u_s)).add_(bb.index_select(0, idx)))
+                rhs = torch.mul(k_s, loglam.index_select(0, sel)).sub_(lam.index_select(0, sel))
+                rhs -= _lgamma_int(k_s)
+                accept.index_fill_(0, idx.masked_select(lhs <= rhs), True)
+            if pending is None:
+                result = torch.where(accept, kk.to(torch.int64), result)
+                pending = (~accept).nonzero().view(-1)
+            else:
+                result[pending[accept]] = kk[accept].to(torch.int64)
+                pending = pending[~accept]
+        return result
+
+
+#: lgamma(j + 1) for j = 0 .. 2**14 - 1, per device: torch.lgamma is elementwise and does
+#: not depend on an element's position, so the lookup gives the same bits as the call
+_LGAMMA_TABLE: dict[torch.device, torch.Tensor] = {}
+_LGAMMA_SIZE = 1 << 14
+
+
+def _lgamma_int(k: torch.Tensor) -> torch.Tensor:
+    """``torch.lgamma(k + 1.0)`` for a float64 tensor of integers >= 0, mostly by table lookup."""
+    table = _LGAMMA_TABLE.get(k.device)
+    if table is None:
+        table = torch.lgamma(torch.arange(_LGAMMA_SIZE, dtype=torch.float64, device=k.device) + 1.0)
+        _LGAMMA_TABLE[k.device] = table
+    out = table.index_select(0, k.clamp(max=_LGAMMA_SIZE - 1).to(torch.int64))
+    big = k >= _LGAMMA_SIZE
+    if bool(big.any()):
+        out[big] = torch.lgamma(k[big] + 1.0)
+    return out

@@ -60,3 +60,17 @@ def test_poisson_rounds_draw_the_documented_stream():
     got = rng._uniform_at(rows, cols, 0x40010002)
     want = (_reference_bits(rng, 1000, 0x40010002)[rows, cols].double() + 0.5) / 2**32
     assert torch.equal(got, want)
+
+
+def test_bernoulli_is_the_uniform_compared_with_p():
+    on_grid = (12345 + 0.5) / 2**24  # a uniform value itself: <= keeps it
+    for p in (0.0, 1.0, 0.5, 0.03, on_grid, on_grid - 1e-12, 1e-9, 1 - 1e-9, 0.999999):
+        a, b = _rng(4), _rng(4)
+        got = a.bernoulli(p, 3, 1000)
+        assert got.dtype == torch.bool and got.shape == (4, 3, 1000)
+        assert torch.equal(got, b.uniform(3, 1000, dtype=torch.float64) <= p), p
+    r = _rng(1)
+    u = r.uniform(300_000, dtype=torch.float64)
+    k = int(((u.view(-1)[77] * 2**24) - 0.5).round())
+    for p in ((k + 0.5) / 2**24, (k + 0.49) / 2**24):
+        assert torch.equal(_rng(1).bernoulli(p, 300_000), u <= p)
