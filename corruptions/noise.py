@@ -86,8 +86,7 @@ def impulse_noise(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.T
     if amount > 1:
         raise CorruptionError(f"impulse_noise: amount must be in [0, 1], got {amount!r}")
     shape = images.shape[1:]
-    flipped = rng.bernoulli(amount, *shape)  # uniform <= amount, on the integer bits
-    salted = rng.bernoulli(0.5, *shape)
+    flipped, salted = rng.bernoulli((amount, 0.5), *shape)  # uniform <= p, on the integer bits
     return torch.where(flipped, salted.to(images.dtype), images)
 
 

@@ -431,7 +431,7 @@ def _apply_chunk(
     """``apply`` on one chunk of samples: convert, run the corruption, clip and quantise."""
     n, c, h, w = images.shape
     orig_dtype = images.dtype
-    x = images.float().div_(255.0) if orig_dtype == torch.uint8 else images.float().clamp(0.0, 1.0)
+    x = torch.div(images, 255.0).float() if orig_dtype == torch.uint8 else images.float().clamp(0.0, 1.0)
     grey = c == 1 and corruption.rgb
     if grey:
         x = x.expand(n, 3, h, w).contiguous()
@@ -448,7 +448,8 @@ def _apply_chunk(
     if quantize:
         # uint8(x * 255) truncation as in the published files; the 1e-4 guards float32
         # rounding of values the float64 reference would put exactly on a level.
-        levels = out.mul_(255.0).add_(1e-4).floor_().clamp_(0.0, 255.0)
+        # (out is in [0, 1] here, so the levels are in [0, 255] without a second clamp)
+        levels = out.mul_(255.0).add_(1e-4).floor_()
         return levels if orig_dtype == torch.uint8 else levels.div_(255.0)
     if orig_dtype == torch.uint8:
         return out.mul_(255.0).round_()

@@ -74,13 +74,37 @@ def _mix32_i32_(x: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _mix_py(v: int) -> int:
+    """:func:`mix32` of one Python int (no tensor: for keys and stream codes)."""
+    v &= _M32
+    v ^= v >> 16
+    v = (v * _C1) & _M32
+    v ^= v >> 15
+    v = (v * _C2) & _M32
+    return v ^ (v >> 15)
+
+
 def _mix_int(*values: int) -> int:
     """Hash Python ints into one 32-bit int with the same function (for keys)."""
-    acc = torch.tensor(0x12345678, dtype=torch.int64)
+    acc = 0x12345678
     for v in values:
-        acc = mix32(acc ^ torch.tensor(v & _M32, dtype=torch.int64))
-        acc = mix32((acc + _GOLDEN) & _M32)
-    return int(acc)
+        acc = _mix_py(acc ^ (v & _M32))
+        acc = _mix_py((acc + _GOLDEN) & _M32)
+    return acc
+
+
+def uniform_from_bits24(k: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Uniforms ``(k + 0.5) / 2**24`` in (0, 1) from 24-bit integers (see :meth:`SampleRNG.uniform`)."""
+    u = k.to(torch.float64 if dtype == torch.float64 else torch.float32)
+    return u.add_(0.5).mul_(1.0 / 16777216.0).to(dtype)
+
+
+def randint_from_bits24(k: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    """Integers in [low, high) (int64) from 24-bit integers (see :meth:`SampleRNG.randint`)."""
+    if high <= low:
+        raise ValueError(f"randint needs high > low, got [{low}, {high})")
+    u = uniform_from_bits24(k, torch.float64)
+    return u.mul_(high - low).floor_().add_(low).to(torch.int64).clamp_(low, high - 1)
 
 
 def name_code(text: str) -> int:
@@ -136,40 +160,65 @@ class SampleRNG:
         self._stream += 1
         return s
 
-    def _stream_keys(self, stream: int) -> torch.Tensor:
-        """Per-sample int32 key ``mix32(keys1 ^ mix32(stream code))`` of one stream, shape (N,)."""
-        code = torch.tensor((stream * _GOLDEN + 0x632BE5AB) & _M32, device=self.device)
-        return _to_i32(mix32(self.keys1 ^ mix32(code)))
+    def _stream_keys(self, streams: Sequence[int]) -> torch.Tensor:
+        """Per-sample int32 keys ``mix32(keys1 ^ mix32(stream code))``, shape (len(streams), N)."""
+        codes = [_mix_py(s * _GOLDEN + 0x632BE5AB) for s in streams]
+        codes_t = torch.tensor(codes, dtype=torch.int64, device=self.device).view(-1, 1)
+        return _to_i32(mix32(self.keys1.view(1, -1) ^ codes_t))
 
     def _hash32(self, cols: torch.Tensor, k0: torch.Tensor, k1: torch.Tensor) -> torch.Tensor:
-        """The keyed chain ``mix(mix(mix(col ^ k0) ^ k1) + k0)`` on int32 bits (broadcasting)."""
-        x = torch.bitwise_xor(cols, k0)  # the one full-size allocation (plus its scratch)
+        """The keyed chain ``mix(mix(mix(col ^ k0) ^ k1) + k0)`` on int32 bits (broadcasting).
+
+        The first mix does not depend on the stream, so several streams (a leading dim of
+        ``k1``) share it.
+        """
+        x = torch.bitwise_xor(cols, k0)
         tmp = torch.empty_like(x)
         _mix32_i32_(x, tmp)
-        x ^= k1
+        if torch.broadcast_shapes(x.shape, k1.shape) == x.shape:
+            x ^= k1
+        else:
+            x = x ^ k1
+            tmp = torch.empty_like(x)
         _mix32_i32_(x, tmp)
         x += k0  # int32 addition wraps: the same bits as (x + k0) & 0xFFFFFFFF
         return _mix32_i32_(x, tmp)
 
-    def _bits32(self, shape: Sequence[int], stream: int | None = None) -> torch.Tensor:
-        """:meth:`bits` as int32 bits (values >= 2**31 read as negative), shape (N, prod(shape))."""
+    def _bits32(self, shape: Sequence[int], stream: int | None = None, count: int = 1) -> torch.Tensor:
+        """:meth:`bits` as int32 bits (values >= 2**31 read as negative).
+
+        Shape (N, prod(shape)) for one stream; with ``count`` > 1, the next ``count``
+        streams at once, shape (count, N, prod(shape)).
+        """
         if stream is None:
-            stream = self._next_stream()
+            streams = [self._next_stream() for _ in range(count)]
+        else:
+            streams = list(range(stream, stream + count))
         counter = torch.arange(math.prod(shape), device=self.device, dtype=torch.int32)
-        k1 = self._stream_keys(stream).view(-1, 1)
-        return self._hash32(counter.view(1, -1), self._k0.view(-1, 1), k1)
+        k1 = self._stream_keys(streams).unsqueeze(-1)  # (count, N, 1)
+        x = self._hash32(counter.view(1, -1), self._k0.view(-1, 1), k1 if count > 1 else k1[0])
+        return x
 
     def bits(self, shape: Sequence[int], stream: int | None = None) -> torch.Tensor:
         """Random 32-bit integers (int64 tensor) of shape (N, *shape)."""
         shape = tuple(int(s) for s in shape)
         return _to_u32(self._bits32(shape, stream)).view(self.n, *shape)
 
+    def bits24(self, count: int, *shape: int) -> torch.Tensor:
+        """The top 24 bits (int32, 0 .. 2**24-1) of the next ``count`` streams, (count, N, *shape).
+
+        For kernels that draw several streams at once: ``uniform_from_bits24(k[i], dtype)``
+        and ``randint_from_bits24(k[i], low, high)`` equal the ``uniform`` / ``randint``
+        draws of those streams, at the cost of one hash call.
+        """
+        shape = tuple(int(s) for s in shape)
+        x = self._bits32(shape, count=count)
+        x.bitwise_right_shift_(8).bitwise_and_(0xFFFFFF)
+        return x.view(count, self.n, *shape)
+
     def _uniform24(self, shape: Sequence[int]) -> torch.Tensor:
         """The top 24 bits of the next stream (int32, 0 .. 2**24-1), shape (N, *shape)."""
-        shape = tuple(int(s) for s in shape)
-        x = self._bits32(shape)
-        x.bitwise_right_shift_(8).bitwise_and_(0xFFFFFF)
-        return x.view(self.n, *shape)
+        return self.bits24(1, *shape)[0]
 
     def uniform(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Uniform values in the open interval (0, 1), shape (N, *shape).
@@ -178,28 +227,33 @@ class SampleRNG:
         In float32 the sum k + 0.5 rounds to even where it needs 25 bits, exactly as the
         float64 value rounds when cast, so both dtypes hold the same numbers.
         """
-        u = self._uniform24(shape).to(torch.float64 if dtype == torch.float64 else torch.float32)
-        return u.add_(0.5).mul_(1.0 / 16777216.0).to(dtype)
+        return uniform_from_bits24(self._uniform24(shape), dtype)
 
-    def bernoulli(self, p: float, *shape: int) -> torch.Tensor:
+    def bernoulli(self, p: float | Sequence[float], *shape: int) -> torch.Tensor:
         """``uniform(*shape) <= p`` as a bool tensor (N, *shape), decided on the integer bits.
 
         The same values as comparing the float64 uniforms of the next stream with ``p``,
         without making them: ``(k + 0.5) / 2**24 <= p`` for the top 24 bits ``k`` holds
         exactly when the 32-bit draw is below ``m * 256``, ``m = floor(p * 2**24 + 0.5)``.
+        A sequence of probabilities draws that many streams at once: (len(p), N, *shape).
         """
         shape = tuple(int(s) for s in shape)
-        m = min(max(math.floor(Fraction(p) * 2**24 + Fraction(1, 2)), 0), 2**24)
-        x = self._bits32(shape)
-        if m == 2**24:
-            return torch.ones(self.n, *shape, dtype=torch.bool, device=self.device)
+        ps = [p] if isinstance(p, (int, float)) else list(p)
+        x = self._bits32(shape, count=len(ps)).view(len(ps), self.n, -1)
         x ^= -(1 << 31)  # unsigned order as signed order
-        return torch.lt(x, m * 256 - 2**31).view(self.n, *shape)
+        out = torch.empty(x.shape, dtype=torch.bool, device=self.device)
+        for i, pi in enumerate(ps):
+            m = min(max(math.floor(Fraction(pi) * 2**24 + Fraction(1, 2)), 0), 2**24)
+            if m == 2**24:
+                out[i].fill_(True)
+            else:
+                torch.lt(x[i], m * 256 - 2**31, out=out[i])
+        return out.view(len(ps), self.n, *shape)[0 if isinstance(p, (int, float)) else slice(None)]
 
     def normal(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Standard normal values, shape (N, *shape) (Box-Muller on two uniform streams)."""
-        u1 = self.uniform(*shape, dtype=torch.float64)
-        u2 = self.uniform(*shape, dtype=torch.float64)
+        k = self.bits24(2, *shape)
+        u1, u2 = (uniform_from_bits24(t, torch.float64) for t in k)
         r = u1.log_().mul_(-2.0).sqrt_()
         return r.mul_(u2.mul_(2.0 * math.pi).cos_()).to(dtype)
 
@@ -207,8 +261,7 @@ class SampleRNG:
         """Integers uniform in [low, high), shape (N, *shape), int64."""
         if high <= low:
             raise ValueError(f"randint needs high > low, got [{low}, {high})")
-        u = self.uniform(*shape, dtype=torch.float64)
-        return u.mul_(high - low).floor_().add_(low).to(torch.int64).clamp_(low, high - 1)
+        return randint_from_bits24(self._uniform24(shape), low, high)
 
     def sample_uniform(self, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
         """One uniform value per sample in (low, high), shape (N,), float64."""
@@ -233,15 +286,18 @@ class SampleRNG:
         return torch.special.ndtri(u, out=u).to(dtype)
 
     # ------------------------------------------------------------------ Poisson
-    def _uniform_at(self, rows: torch.Tensor, cols: torch.Tensor, stream: int) -> torch.Tensor:
+    def _uniform_at(
+        self, rows: torch.Tensor, cols: torch.Tensor, stream: int, count: int = 1
+    ) -> torch.Tensor:
         """Float64 uniforms in (0, 1) (32-bit resolution) for chosen (sample, element) pairs.
 
-        Element ``cols[i]`` of sample ``rows[i]`` in stream ``stream``: the same hash as
-        :meth:`bits`, evaluated only where needed (rejection rounds touch few elements).
+        Element ``cols[i]`` of sample ``rows[i]`` in stream ``stream`` (and the next
+        ``count - 1`` streams: shape (count, M)): the same hash as :meth:`bits`,
+        evaluated only where needed (rejection rounds touch few elements).
         """
         k0 = self._k0.index_select(0, rows)
-        k1 = self._stream_keys(stream).index_select(0, rows)
-        x = self._hash32(cols.to(torch.int32), k0, k1)
+        k1 = self._stream_keys(range(stream, stream + count)).index_select(1, rows)
+        x = self._hash32(cols.to(torch.int32), k0, k1 if count > 1 else k1[0])
         # unsigned value v = (x ^ 2**31) + 2**31 as a signed int; v + 0.5 is exact in float64
         x ^= -(1 << 31)
         return x.to(torch.float64).add_(2147483648.5).mul_(1.0 / 4294967296.0)
@@ -274,19 +330,23 @@ class SampleRNG:
                 out.index_copy_(0, flat, sampler(lam.index_select(0, flat), flat, per_sample, sub))
         return out.view(rate.shape)
 
-    def _uniforms_of(self, flat: torch.Tensor | None, per_sample: int, stream: int) -> torch.Tensor:
+    def _uniforms_of(
+        self, flat: torch.Tensor | None, per_sample: int, stream: int, count: int = 1
+    ) -> torch.Tensor:
         """Float64 uniforms (32-bit resolution) of ``stream`` at flat positions ``flat``.
 
         For many positions (or all: ``flat`` None) the whole (N, per_sample) stream is
         hashed, then gathered; for a few, only those elements (:meth:`_uniform_at`).
+        With ``count`` > 1 the next streams too, shape (count, M).
         """
         if flat is not None and 8 * flat.numel() < self.n * per_sample:
             rows = torch.div(flat, per_sample, rounding_mode="floor")
-            return self._uniform_at(rows, flat - rows * per_sample, stream)
-        x = self._bits32((per_sample,), stream)
+            return self._uniform_at(rows, flat - rows * per_sample, stream, count)
+        x = self._bits32((per_sample,), stream, count)
         x ^= -(1 << 31)  # unsigned value - 2**31, see _uniform_at
-        u = x.view(-1).to(torch.float64).add_(2147483648.5).mul_(1.0 / 4294967296.0)
-        return u if flat is None else u.index_select(0, flat)
+        u = x.view(count, -1).to(torch.float64).add_(2147483648.5).mul_(1.0 / 4294967296.0)
+        u = u if flat is None else u.index_select(1, flat)
+        return u if count > 1 else u[0]
 
     def _poisson_inversion(
         self, lam: torch.Tensor, flat: torch.Tensor | None, per_sample: int, sub: int
@@ -347,8 +407,8 @@ class SampleRNG:
             if rnd >= 0x7FFF:
                 raise RuntimeError("poisson: PTRS did not converge")  # pragma: no cover
             where = pending if flat is None else _take(flat, pending)  # positions in the batch
-            uu = self._uniforms_of(where, per_sample, sub + 1 + 2 * rnd).sub_(0.5)
-            vv = self._uniforms_of(where, per_sample, sub + 2 + 2 * rnd)
+            uu, vv = self._uniforms_of(where, per_sample, sub + 1 + 2 * rnd, 2)
+            uu = uu.sub_(0.5)
             rnd += 1
             la, aa, bb = _take(lam, pending), _take(a, pending), _take(b, pending)
             us = uu.abs().neg_().add_(0.5)  # 0.5 - |u|

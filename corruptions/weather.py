@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from corruptions.motion import apply_motion_blur, quantize_round
 from corruptions.ops import gaussian_kernel1d, index_add_deterministic, pad2d
 from corruptions.registry import DEFAULT_CHUNK_VALUES, CorruptionError, preset_for_size, register
-from corruptions.rng import SampleRNG, name_code
+from corruptions.rng import SampleRNG, name_code, randint_from_bits24, uniform_from_bits24
 
 # cv2.cvtColor(RGB2GRAY) weights
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
@@ -490,25 +490,30 @@ def frost_layers(n: int, h: int, w: int, rng: SampleRNG, device: torch.device) -
     if folder is not None:
         sources = _load_frost_photos(folder, h, w, device)
     else:
-        bank = frost_texture_bank(h, w, device)
-        sources = list(bank.unbind(0))
-    which = rng.randint(0, len(sources)).view(-1)
-    u_r = rng.uniform(1).view(-1)
-    u_c = rng.uniform(1).view(-1)
+        sources = frost_texture_bank(h, w, device)  # (count, 3, hb, wb): one size for all
+    k = rng.bits24(3, 1).view(3, -1)  # three streams in one draw: index, row, column
+    which = randint_from_bits24(k[0], 0, len(sources))
+    u_r, u_c = (uniform_from_bits24(t).to(torch.float64) for t in k[1:])
+    if isinstance(sources, torch.Tensor):
+        # np.random.randint(0, size - crop): offsets in [0, size - crop)
+        r0 = torch.floor(u_r * (sources.shape[-2] - h)).to(torch.int64)
+        c0 = torch.floor(u_c * (sources.shape[-1] - w)).to(torch.int64)
+        windows = sources.unfold(2, h, 1).unfold(3, w, 1)  # (count, 3, rows, cols, h, w) view
+        return windows[which, :, r0, c0]  # one indexed copy of the n crops
     out = torch.empty(n, 3, h, w, device=device)
     for k, src in enumerate(sources):
         sel = (which == k).nonzero().view(-1)
         if sel.numel() == 0:
             continue
-        # np.random.randint(0, size - crop): offsets in [0, size - crop)
-        r0 = torch.floor(u_r[sel].to(torch.float64) * (src.shape[-2] - h)).to(torch.int64)
-        c0 = torch.floor(u_c[sel].to(torch.float64) * (src.shape[-1] - w)).to(torch.int64)
+        r0 = torch.floor(u_r[sel] * (src.shape[-2] - h)).to(torch.int64)
+        c0 = torch.floor(u_c[sel] * (src.shape[-1] - w)).to(torch.int64)
         out[sel] = _crop_per_sample(src, r0, c0, h, w)
     return out
 
 
 @register(
     "frost",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="weather",
     presets={
         "cifar": [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],
@@ -524,9 +529,8 @@ def frost(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
     """Blend a random crop of a frost texture (procedural, or photographs via set_frost_images)."""
     n, _, h, w = images.shape
     layer = frost_layers(n, h, w, rng, images.device).to(images.dtype)
-    return (float(params["image_weight"]) * images + float(params["frost_weight"]) * layer).clamp(
-        0.0, 1.0
-    )
+    out = images * float(params["image_weight"])
+    return out.add_(layer.mul_(float(params["frost_weight"]))).clamp_(0.0, 1.0)
 
 
 # ----------------------------------------------------------------------------- fog

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from corruptions.rng import SampleRNG
+from corruptions.rng import SampleRNG, randint_from_bits24, uniform_from_bits24
 
 M32 = 0xFFFFFFFF
 C1, C2, GOLDEN = 0x21F0AAAD, 0x735A2D97, 0x9E3779B9
@@ -74,3 +74,16 @@ def test_bernoulli_is_the_uniform_compared_with_p():
     k = int(((u.view(-1)[77] * 2**24) - 0.5).round())
     for p in ((k + 0.5) / 2**24, (k + 0.49) / 2**24):
         assert torch.equal(_rng(1).bernoulli(p, 300_000), u <= p)
+
+
+def test_several_streams_at_once_equal_one_by_one():
+    a, b = _rng(3), _rng(3)
+    k = a.bits24(3, 2, 5)
+    assert k.shape == (3, 3, 2, 5)
+    assert torch.equal(uniform_from_bits24(k[0]), b.uniform(2, 5))
+    assert torch.equal(randint_from_bits24(k[1], -4, 9), b.randint(-4, 9, 2, 5))
+    assert torch.equal(uniform_from_bits24(k[2], torch.float64), b.uniform(2, 5, dtype=torch.float64))
+    both = _rng(3).bernoulli((0.3, 0.5), 7)
+    one = _rng(3)
+    assert torch.equal(both[0], one.bernoulli(0.3, 7)) and torch.equal(both[1], one.bernoulli(0.5, 7))
+    assert not torch.equal(_rng(3).uniform(4), one.uniform(4))  # the streams moved on
