@@ -220,6 +220,18 @@ def pil_box_resize(levels: torch.Tensor, height: int, width: int) -> torch.Tenso
     return _pil_box_axis(levels.contiguous(), height, 2)
 
 
+def _pixelate_levels(levels: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
+    """Pixelate on 8-bit levels (integer tensor (N, C, H, W)): exact PIL BOX down, then up."""
+    scale = _number("pixelate", "scale", params["scale"])
+    n, c, h, w = levels.shape
+    sh, sw = int(h * scale), int(w * scale)
+    if not 0 < scale <= 1 or sh < 1 or sw < 1:
+        raise CorruptionError(
+            f"pixelate: scale must be in (0, 1] and leave >= 1 pixel, got {scale!r}"
+        )
+    return pil_box_resize(pil_box_resize(levels.to(torch.int32), sh, sw), h, w)
+
+
 @register(
     "pixelate",
     chunk_values=DEFAULT_CHUNK_VALUES,
@@ -232,19 +244,12 @@ def pil_box_resize(levels: torch.Tensor, height: int, width: int) -> torch.Tenso
     param_names=("scale",),
     random=False,
     description="PIL BOX resize to int(size*scale) and back",
+    levels_fn=_pixelate_levels,
 )
 def pixelate(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
     """Bit-exact PIL BOX down/up resize on the 8-bit image (as the reference's PIL path)."""
-    scale = _number("pixelate", "scale", params["scale"])
-    n, c, h, w = images.shape
-    sh, sw = int(h * scale), int(w * scale)
-    if not 0 < scale <= 1 or sh < 1 or sw < 1:
-        raise CorruptionError(
-            f"pixelate: scale must be in (0, 1] and leave >= 1 pixel, got {scale!r}"
-        )
     levels = torch.round(images * 255.0).clamp(0, 255).to(torch.int32)
-    out = pil_box_resize(pil_box_resize(levels, sh, sw), h, w)
-    return out.to(images.dtype) / 255.0
+    return _pixelate_levels(levels, params, rng).to(images.dtype) / 255.0
 
 
 # --------------------------------------------------------------------------- jpeg

@@ -77,6 +77,10 @@ class Corruption:
     #: on CPU, run ``fn`` on chunks of about this many values (samples x 3 x H x W) at a
     #: time; None: the whole batch in one call (plug-ins unless they opt in)
     chunk_values: int | None = None
+    #: optional ``levels_fn(levels, params, rng) -> levels`` on 8-bit integer levels (N, C,
+    #: H, W): ``apply`` uses it for uint8 input with ``quantize``; it must give exactly the
+    #: levels of the float path (skips two float round trips, e.g. pixelate)
+    levels_fn: Callable[[torch.Tensor, dict, SampleRNG], torch.Tensor] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def params(self, severity: int, preset: str) -> dict:
@@ -136,6 +140,7 @@ def register(
     replace: bool = False,
     source: str = "builtin",
     chunk_values: int | None = None,
+    levels_fn: Callable[[torch.Tensor, dict, SampleRNG], torch.Tensor] | None = None,
 ) -> Callable[[CorruptionFn], CorruptionFn]:
     """Decorator registering ``fn(images, params, rng)`` as corruption ``name``.
 
@@ -144,6 +149,7 @@ def register(
     ``chunk_values`` (e.g. :data:`DEFAULT_CHUNK_VALUES`) lets ``apply`` call ``fn`` on
     chunks of samples on CPU, which is faster for memory-bound kernels; only for
     functions whose samples never depend on each other (the contract of ``apply``).
+    ``levels_fn`` is an optional integer-level version of ``fn`` (see :class:`Corruption`).
     """
     if chunk_values is not None and (isinstance(chunk_values, bool) or not isinstance(chunk_values, int) or chunk_values < 1):
         raise CorruptionError(f"corruption {name!r}: chunk_values must be an integer >= 1 or None, got {chunk_values!r}")
@@ -174,6 +180,7 @@ def register(
             description=doc if isinstance(doc, str) else (doc[0] if doc else ""),
             source=source,
             chunk_values=chunk_values,
+            levels_fn=levels_fn,
         )
         return fn
 
@@ -431,8 +438,13 @@ def _apply_chunk(
     """``apply`` on one chunk of samples: convert, run the corruption, clip and quantise."""
     n, c, h, w = images.shape
     orig_dtype = images.dtype
-    x = torch.div(images, 255.0).float() if orig_dtype == torch.uint8 else images.float().clamp(0.0, 1.0)
     grey = c == 1 and corruption.rgb
+    if corruption.levels_fn is not None and orig_dtype == torch.uint8 and quantize and not grey:
+        levels = corruption.levels_fn(images, p, rng)
+        if not isinstance(levels, torch.Tensor) or levels.shape != images.shape:
+            raise CorruptionError(f"corruption {corruption.name!r}: levels_fn returned the wrong shape")
+        return levels.clamp(0, 255)
+    x = torch.div(images, 255.0).float() if orig_dtype == torch.uint8 else images.float().clamp(0.0, 1.0)
     if grey:
         x = x.expand(n, 3, h, w).contiguous()
     out = corruption.fn(x.contiguous(), p, rng)

@@ -319,23 +319,12 @@ def shift_filter(
     h, w = x.shape[-2:]
     rw, rh = (len(taps_w) - 1) // 2, (len(taps_h) - 1) // 2
     if rw:
-        xp = _fast_pad(x, (0, 0), (rw, len(taps_w) - 1 - rw), mode)
+        xp = pad2d(x, (0, 0), (rw, len(taps_w) - 1 - rw), mode)
         x = sum(t * xp[..., :, i : i + w] for i, t in enumerate(taps_w) if t != 0)
     if rh:
-        xp = _fast_pad(x, (rh, len(taps_h) - 1 - rh), (0, 0), mode)
+        xp = pad2d(x, (rh, len(taps_h) - 1 - rh), (0, 0), mode)
         x = sum(t * xp[..., i : i + h, :] for i, t in enumerate(taps_h) if t != 0)
     return x  # type: ignore[return-value]
-
-
-_TORCH_PAD = {"nearest": "replicate", "mirror": "reflect", "wrap": "circular"}
-
-
-def _fast_pad(x: torch.Tensor, ph: tuple[int, int], pw: tuple[int, int], mode: str) -> torch.Tensor:
-    """ops.pad2d, through F.pad's native modes when they are equivalent (faster on CPU)."""
-    h, w = x.shape[-2:]
-    if mode in _TORCH_PAD and x.ndim == 4 and max(ph) < h and max(pw) < w:
-        return F.pad(x, (pw[0], pw[1], ph[0], ph[1]), mode=_TORCH_PAD[mode])
-    return pad2d(x, ph, pw, mode)
 
 
 def shift_gaussian(x: torch.Tensor, sigma: float, mode: str = "nearest") -> torch.Tensor:
