@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import sys
 import time
@@ -30,9 +29,10 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 ROOT = _HERE.parent
 # measure this checkout's packages, not an installed copy (and not benchmarks/corruptions.py)
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
 import torch  # noqa: E402
+from _harness import sample_photos  # noqa: E402
 
 import corruptions  # noqa: E402
 
@@ -42,21 +42,12 @@ SEED = 7
 FIRST_INDEX = 1000
 
 
-def _sample_photos(n: int, size: int) -> torch.Tensor:
-    """The same photo crops as benchmarks/corruptions.py (loaded from that file)."""
-    spec = importlib.util.spec_from_file_location("_bench_corruptions", _HERE / "corruptions.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.sample_photos(n, size)
-
-
 def digests(sizes: tuple[tuple[int, int], ...] = SIZES, names: list[str] | None = None,
             verbose: bool = False) -> dict[str, dict[str, str]]:
     """{"<size>px/<corruption>": {"uint8": hex, "float": hex}} over severities 1..5."""
     out: dict[str, dict[str, str]] = {}
     for size, n in sizes:
-        x8 = _sample_photos(n, size)
+        x8 = sample_photos(n, size)
         xf = x8.float() / 255.0
         idx = torch.arange(FIRST_INDEX, FIRST_INDEX + n)
         for name in names or corruptions.names("all"):

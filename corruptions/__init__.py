@@ -8,6 +8,7 @@ Public API::
     @corruptions.register(name, group=..., presets=...)   # add your own
     # chunk_values=corruptions.DEFAULT_CHUNK_VALUES: let apply run it chunk by chunk on CPU
     corruptions.load_plugin("my_corruption.py")
+    corruptions.set_compiled_hash(True)        # torch.compile'd random bits: same values, faster
 
 Depends on torch (and torchvision for the JPEG codec) only.
 """
@@ -28,7 +29,7 @@ from corruptions.registry import (
     preset_for_size,
     register,
 )
-from corruptions.rng import SampleRNG
+from corruptions.rng import SampleRNG, compiled_hash_enabled, set_compiled_hash
 
 __version__ = "0.1.0"
 
@@ -43,9 +44,11 @@ __all__ = [
     "SampleRNG",
     "apply",
     "check_severity",
+    "compiled_hash_enabled",
     "get",
     "load_plugin",
     "names",
     "preset_for_size",
     "register",
+    "set_compiled_hash",
 ]

@@ -68,6 +68,21 @@ def shot_noise(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tens
     return (counts.to(torch.float64) / lam).to(images.dtype)
 
 
+def _impulse_masks(images: torch.Tensor, params: dict, rng: SampleRNG) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hit, salt) bool masks: each value is hit w.p. amount, a hit is salt (1) w.p. 1/2."""
+    amount = _positive("impulse_noise", "amount", params["amount"])
+    if amount > 1:
+        raise CorruptionError(f"impulse_noise: amount must be in [0, 1], got {amount!r}")
+    flipped, salted = rng.bernoulli((amount, 0.5), *images.shape[1:])  # on the integer bits
+    return flipped, salted
+
+
+def _impulse_levels(levels: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
+    """impulse_noise on 8-bit levels: hits become 255 (salt) or 0 (pepper), exactly."""
+    flipped, salted = _impulse_masks(levels, params, rng)
+    return torch.where(flipped, salted.to(levels.dtype) * 255, levels)
+
+
 @register(
     "impulse_noise",
     chunk_values=DEFAULT_CHUNK_VALUES,
@@ -79,14 +94,11 @@ def shot_noise(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tens
     },
     param_names=("amount",),
     description="salt and pepper: each value w.p. amount set to 0 or 1 (half each)",
+    levels_fn=_impulse_levels,
 )
 def impulse_noise(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
     """skimage.util.random_noise(mode='s&p', salt_vs_pepper=0.5) semantics, per value."""
-    amount = _positive("impulse_noise", "amount", params["amount"])
-    if amount > 1:
-        raise CorruptionError(f"impulse_noise: amount must be in [0, 1], got {amount!r}")
-    shape = images.shape[1:]
-    flipped, salted = rng.bernoulli((amount, 0.5), *shape)  # uniform <= p, on the integer bits
+    flipped, salted = _impulse_masks(images, params, rng)
     return torch.where(flipped, salted.to(images.dtype), images)
 
 

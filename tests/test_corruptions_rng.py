@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+
+import pytest
 import torch
 
-from corruptions.rng import SampleRNG, randint_from_bits24, uniform_from_bits24
+import corruptions
+from corruptions.rng import SampleRNG, randint_from_bits24, set_compiled_hash, uniform_from_bits24
 
 M32 = 0xFFFFFFFF
 C1, C2, GOLDEN = 0x21F0AAAD, 0x735A2D97, 0x9E3779B9
@@ -87,3 +91,24 @@ def test_several_streams_at_once_equal_one_by_one():
     one = _rng(3)
     assert torch.equal(both[0], one.bernoulli(0.3, 7)) and torch.equal(both[1], one.bernoulli(0.5, 7))
     assert not torch.equal(_rng(3).uniform(4), one.uniform(4))  # the streams moved on
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("c++", "g++", "clang++")), reason="torch.compile needs a C++ compiler"
+)
+def test_compiled_hash_gives_the_eager_bits():
+    """The opt-in torch.compile'd kernel draws exactly the eager values."""
+    cases = [(5, (3, 7, 5), 1), (1, (1,), 1), (4, (13,), 3), (2, (1,), 2), (3, (4099,), 1)]
+    eager = []
+    for n, shape, count in cases:
+        eager.append((_rng(n).bits24(count, *shape), _rng(n).bits(shape)))
+    set_compiled_hash(True)
+    try:
+        for (n, shape, count), (k_eager, b_eager) in zip(cases, eager):
+            assert torch.equal(_rng(n).bits24(count, *shape), k_eager), (n, shape, count)
+            assert torch.equal(_rng(n).bits(shape), b_eager), (n, shape)
+        x = torch.randint(0, 256, (3, 3, 9, 9), dtype=torch.uint8)
+        noisy = corruptions.apply(x, "impulse_noise", 5)
+    finally:
+        set_compiled_hash(False)
+    assert torch.equal(noisy, corruptions.apply(x, "impulse_noise", 5))
