@@ -1,5 +1,8 @@
 """Shared pieces of the benchmark scripts: inputs, clocks, interleaved timing, tables.
 
+The scripts call ``robustbench_act.cpu.set_openmp_defaults()`` before torch loads, as the
+``actbench`` commands do (``OMP_WAIT_POLICY=PASSIVE`` unless the environment names one).
+
 Timing rounds interleave every contender (ours, the reference, per corruption), so that a
 machine whose speed drifts hurts all of them alike; each contender keeps its best round.
 On a loaded machine, ``--clock cpu`` (this process's CPU time) is steadier than the wall

@@ -29,9 +29,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import torch
-
 # Run as a script, this file's folder is sys.path[0] and its name would shadow the package:
 # put this checkout first (its packages are the ones measured) and the folder last.
 _HERE = Path(__file__).resolve().parent
@@ -39,7 +36,12 @@ ROOT = _HERE.parent
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 if getattr(sys.modules.get("corruptions"), "__file__", "") == __file__:
     del sys.modules["corruptions"]
+from robustbench_act.cpu import set_openmp_defaults  # noqa: E402
 
+set_openmp_defaults()  # as the actbench commands do, before torch loads
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from _harness import check_clock, interleaved, print_table, ratio, sample_photos  # noqa: E402
 
 import corruptions  # noqa: E402

@@ -12,9 +12,15 @@ per-iteration work) on synthetic CIFAR-sized data, after warm-up iterations.  Re
   activations), or the growth of the process's peak RSS on CPU (first activation measured
   carries the allocator's warm-up; read it with care).
 
+- with ``--epoch``: images/s of a real training epoch (``robustbench_act.train.train``, the
+  code ``actbench train`` runs: data feeding, crop+flip, the loss and accuracy sums, the
+  ``fast`` recipe's optimizer and schedule) on ``--epoch-images`` synthetic in-memory
+  images, one run per repeat after the step windows, and its ratio to the bare step.
+
 Usage: ``python benchmarks/train.py [--device auto] [--batch-size 128] [--steps 10]
-[--repeats 3] [--amp bf16] [--channels-last] [--compile] [--activations relu,silu,...]``
-(``--compile`` adds an ``ACT+compile`` row per activation, timed in the same rounds).
+[--repeats 3] [--amp bf16] [--channels-last] [--compile] [--epoch] [--markdown]
+[--activations relu,silu,...]`` (``--compile`` adds an ``ACT+compile`` row per activation,
+timed in the same rounds; ``--markdown`` prints the table of docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -24,9 +30,17 @@ import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+_HERE = Path(__file__).resolve().parent  # this checkout's packages first, then the helpers
+sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+from robustbench_act.cpu import set_openmp_defaults  # noqa: E402
+
+set_openmp_defaults()  # as the actbench commands do, before torch loads
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from _harness import print_table  # noqa: E402
 
 DEFAULT_ACTS = "relu,silu,gelu,la_silu,la_hardsilu,an_silu"
 
@@ -64,6 +78,11 @@ def main() -> None:
     ap.add_argument("--activations", default=DEFAULT_ACTS)
     ap.add_argument("--compile", action="store_true",
                     help="also time every activation through torch.compile, side by side with eager")
+    ap.add_argument("--epoch", action="store_true",
+                    help="also time a real training epoch (robustbench_act.train.train) per activation")
+    ap.add_argument("--epoch-images", type=int, default=None,
+                    help="images of the --epoch runs (default: 10 batches)")
+    ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = ap.parse_args()
 
     from robustbench_act.models import build_model
@@ -129,6 +148,7 @@ def main() -> None:
         if not a.endswith("+compile"):  # saved-tensor hooks see eager autograd only
             x, y = batch(0)
             saved[a] = saved_bytes(m, x, y) / 2**20
+    epoch_rates: dict[str, list[float]] = {a: [] for a in names if not a.endswith("+compile")}
     for _ in range(args.repeats):
         for a in names:
             m, opt = setups[a]
@@ -138,6 +158,9 @@ def main() -> None:
                 step(m, opt, k)
             sync()
             rates[a].append(args.steps * b / (time.perf_counter() - t))
+        if args.epoch:
+            for a in epoch_rates:
+                epoch_rates[a].append(epoch_rate(args, a, dev, pool, labels))
 
     from robustbench_act.manifest import device_description
 
@@ -146,13 +169,41 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, "
           f"{args.steps} steps x {args.repeats} repeats (median)")  # fmt: skip
     base = statistics.median(rates[names[0]])
-    peak_name = "peak_cuda_MB" if dev.type == "cuda" else "peak_rss_growth_MB"
-    print(f"{'activation':<20}{'images/s':>10}{'vs ' + names[0]:>10}{'saved_MB':>10}{peak_name:>20}")
+    peak_name = "peak CUDA MB" if dev.type == "cuda" else "peak RSS growth MB"
+    headers = ["activation", "images/s", f"vs {names[0]}", "kept for backward MB", peak_name]
+    if args.epoch:
+        headers += ["epoch images/s", "epoch / step"]
+    rows = []
     for a in names:
         r = statistics.median(rates[a])
-        kept = f"{saved[a]:>10.1f}" if a in saved else f"{'-':>10}"
-        print(f"{a:<20}{r:>10.0f}{r / base:>10.2f}{kept}{peak[a]:>20.1f}")
+        row = [a, f"{r:.0f}", f"{r / base:.2f}", f"{saved[a]:.1f}" if a in saved else "-",
+               f"{peak[a]:.1f}"]
+        if args.epoch:
+            e = statistics.median(epoch_rates[a]) if epoch_rates.get(a) else float("nan")
+            row += [f"{e:.0f}", f"{e / r:.2f}"]
+        rows.append(row)
+    print_table(headers, rows, args.markdown)
     sys.stdout.flush()
+
+
+def epoch_rate(args: argparse.Namespace, act: str, dev: torch.device, pool: torch.Tensor,
+               labels: torch.Tensor) -> float:
+    """Images/s of one real ``train`` epoch (fast recipe) on the synthetic pool."""
+    from robustbench_act.data import ImageDataset
+    from robustbench_act.models import build_model
+    from robustbench_act.train import make_config, train
+
+    n = args.epoch_images or 10 * args.batch_size
+    reps = -(-n // len(pool))
+    ds = ImageDataset(name="synthetic", classes=[str(i) for i in range(10)],
+                      mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26),
+                      images=pool.cpu().repeat(reps, 1, 1, 1)[:n], labels=labels.cpu().repeat(reps)[:n])
+    cfg = make_config("fast", epochs=1, batch_size=args.batch_size, val_fraction=0.0,
+                      device=str(dev), amp=args.amp, channels_last=args.channels_last)
+    torch.manual_seed(0)
+    model = build_model(args.model, num_classes=10, activation=act)
+    result = train(model, ds, config=cfg, progress=False)
+    return float(result.history["images_per_s"].iloc[-1])
 
 
 if __name__ == "__main__":

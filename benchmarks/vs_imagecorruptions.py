@@ -30,14 +30,16 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import torch
-
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [
     str(_HERE)
 ]
+from robustbench_act.cpu import set_openmp_defaults  # noqa: E402
 
+set_openmp_defaults()  # as the actbench commands do, before torch loads
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from _harness import check_clock, interleaved, print_table, ratio, sample_photos  # noqa: E402
 
 import corruptions  # noqa: E402
