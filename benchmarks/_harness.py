@@ -1,7 +1,7 @@
 """Shared pieces of the benchmark scripts: inputs, clocks, interleaved timing, tables.
 
-The scripts call ``robustbench_act.cpu.set_openmp_defaults()`` before torch loads, as the
-``actbench`` commands do (``OMP_WAIT_POLICY=PASSIVE`` unless the environment names one).
+The scripts keep torch's thread defaults unless told (``--threads``, ``OMP_NUM_THREADS``,
+``OMP_WAIT_POLICY``); ``benchmarks/threads.py`` compares those settings.
 
 Timing rounds interleave every contender (ours, the reference, per corruption), so that a
 machine whose speed drifts hurts all of them alike; each contender keeps its best round.

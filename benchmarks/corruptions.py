@@ -26,6 +26,7 @@ import argparse
 import importlib.util
 import math
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,10 +37,6 @@ ROOT = _HERE.parent
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 if getattr(sys.modules.get("corruptions"), "__file__", "") == __file__:
     del sys.modules["corruptions"]
-from robustbench_act.cpu import set_openmp_defaults  # noqa: E402
-
-set_openmp_defaults()  # as the actbench commands do, before torch loads
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _harness import check_clock, interleaved, print_table, ratio, sample_photos  # noqa: E402
@@ -239,10 +236,28 @@ def reference_functions(
 # ----------------------------------------------------------------------------- timing
 
 
-def _ours(x: torch.Tensor, name: str, severity: int, preset: str) -> Callable[[], object]:
-    """One ``corruptions.apply`` call on the whole batch (warmed up once)."""
+def _ours(x: torch.Tensor, name: str, severity: int, preset: str, compiled: bool) -> Callable[[], object]:
+    """One ``corruptions.apply`` call on the whole batch (warmed up once), eager or compiled hash."""
+
+    def run() -> object:
+        corruptions.set_compiled_hash(compiled)
+        return corruptions.apply(x, name, severity, seed=1, preset=preset)
+
+    corruptions.set_compiled_hash(compiled)
     corruptions.apply(x[: min(4, len(x))], name, severity, preset=preset)
-    return lambda: corruptions.apply(x, name, severity, seed=1, preset=preset)
+    return run
+
+
+def compile_latency(device: str) -> float:
+    """Seconds of the first compiled-hash draw in this process (torch.compile + its caches)."""
+    t0 = time.perf_counter()
+    corruptions.set_compiled_hash(True)
+    try:
+        rng = corruptions.SampleRNG(0, 1, torch.arange(3), torch.device(device))
+        rng.bits((5,))
+    finally:
+        corruptions.set_compiled_hash(False)
+    return time.perf_counter() - t0
 
 
 def _reference(fn: Callable, x: torch.Tensor, severity: int, n: int) -> Callable[[], object]:
@@ -270,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall clock, or this process's CPU time (steadier on a busy machine, 1 thread)")
+    ap.add_argument("--compiled-hash", action="store_true",
+                    help="also time ours with the torch.compile'd hash (corruptions.set_compiled_hash)")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = ap.parse_args(argv)
     if args.threads:
@@ -281,36 +298,43 @@ def main(argv: list[str] | None = None) -> None:
     x = sample_photos(args.n, args.size)
     src, refs = ("none", {}) if args.no_ref else reference_functions(preset)
     ref_n = min(args.ref_n, args.n)
+    variants = [(d, d, False) for d in devices]
+    note = ""
+    if args.compiled_hash:
+        variants += [(f"{d}+compiled", d, True) for d in devices]
+        note = "; first compiled draw " + ", ".join(f"{d} {compile_latency(d):.1f} s" for d in devices)
     print(f"# {args.n} images {args.size}x{args.size}, preset {preset}, severity {args.severity}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), {args.clock} clock, "
-          f"best of {args.repeat}; reference ({ref_n} images): {src}", flush=True)  # fmt: skip
+          f"best of {args.repeat}; reference ({ref_n} images): {src}{note}", flush=True)  # fmt: skip
 
     def sync() -> None:
         if any(d.startswith("cuda") for d in devices):
             torch.cuda.synchronize()
 
-    rows, totals = [], {k: 0.0 for k in [*devices, "ref"]}
+    labels = [v[0] for v in variants]
+    rows, totals = [], {k: 0.0 for k in [*labels, "ref"]}
     for name in corruptions.names(args.corruptions):
-        tasks = {d: _ours(x.to(d), name, args.severity, preset) for d in devices}
+        tasks = {lab: _ours(x.to(d), name, args.severity, preset, c) for lab, d, c in variants}
         if name in refs:
             tasks["ref"] = _reference(refs[name], x, args.severity, ref_n)
         best = interleaved(tasks, args.repeat, clock, sync)
-        per_image = {d: best[d] / args.n for d in devices}
+        corruptions.set_compiled_hash(False)
+        per_image = {lab: best[lab] / args.n for lab in labels}
         if "ref" in best:
             per_image["ref"] = best["ref"] / ref_n
             for k, v in per_image.items():
                 totals[k] += v
         ref = per_image.get("ref", float("nan"))
-        rows.append([name, *(f"{1 / per_image[d]:.0f}" for d in devices),
+        rows.append([name, *(f"{1 / per_image[lab]:.0f}" for lab in labels),
                      f"{1 / ref:.0f}" if "ref" in per_image else "-",
-                     *(ratio(ref, per_image[d]) for d in devices)])
+                     *(ratio(ref, per_image[lab]) for lab in labels)])
         print("  ".join(rows[-1]), file=sys.stderr, flush=True)  # progress
     if refs:
         rows.append([f"all {sum(n in refs for n in corruptions.names(args.corruptions))} (total time)",
-                     *(f"{1 / totals[d]:.0f}" for d in devices), f"{1 / totals['ref']:.0f}",
-                     *(ratio(totals["ref"], totals[d]) for d in devices)])
-    headers = ["corruption", *(f"ours {d} img/s" for d in devices), "reference img/s",
-               *(f"ours {d} / reference" for d in devices)]
+                     *(f"{1 / totals[lab]:.0f}" for lab in labels), f"{1 / totals['ref']:.0f}",
+                     *(ratio(totals["ref"], totals[lab]) for lab in labels)])
+    headers = ["corruption", *(f"ours {lab} img/s" for lab in labels), "reference img/s",
+               *(f"ours {lab} / reference" for lab in labels)]
     print_table(headers, rows, args.markdown)
 
 

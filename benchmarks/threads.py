@@ -5,13 +5,16 @@ environment once, at start-up), the configurations interleaved over ``--rounds``
 (best wall time kept), so that a machine whose load changes hurts all of them alike:
 
 - ``corruptions``: all 19 corruptions (severity 3) on 256 CIFAR-size photographs;
-- ``train``: ``--steps`` ResNet-20 training steps (batch 256, channels_last, SiLU);
+- ``train`` / ``train-bf16``: ``--steps`` ResNet-20 training steps (batch 256,
+  channels_last, SiLU; float32 / bf16 autocast);
 - ``eval``: ResNet-20 inference on 20 batches of 64 (small batches: short parallel regions).
 
 Configurations: ``T`` intra-op threads with the runtime's default (spinning) wait policy,
 ``T/passive`` with ``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep at once instead of
 spinning, which matters when other processes want the cores). T runs over 1 and the
-cores this process may use (``os.sched_getaffinity``).
+cores this process may use (``os.sched_getaffinity``); the header gives the count the
+``actbench`` commands would pick now (``robustbench_act.cpu.default_threads``: the free
+allowed cores).
 
 Usage: python benchmarks/threads.py --workloads corruptions,train,eval --rounds 3 --markdown
 """
@@ -25,6 +28,7 @@ import sys
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(_HERE.parent)]
 sys.path.append(str(_HERE))
 
 from _harness import print_table  # noqa: E402
@@ -51,7 +55,8 @@ opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
 x = torch.randn(256, 3, 32, 32).contiguous(memory_format=torch.channels_last)
 y = torch.randint(0, 10, (256,))
 def step():
-    loss = F.cross_entropy(m(x), y)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
+        loss = F.cross_entropy(m(x).float(), y)
     opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
 step()
 t = time.perf_counter()
@@ -78,8 +83,9 @@ def run_once(workload: str, threads: int, passive: bool, steps: int) -> float:
     env.pop("OMP_WAIT_POLICY", None)
     if passive:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
+    body = WORKLOADS[workload.removesuffix("-bf16")]
     code = (f"import time, torch\ntorch.set_num_threads({threads})\n"
-            + WORKLOADS[workload].replace("STEPS", str(steps))
+            + body.replace("STEPS", str(steps)).replace("BF16", str(workload.endswith("-bf16")))
             + "\nprint(time.perf_counter() - t)\n")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, cwd=ROOT)
@@ -89,7 +95,7 @@ def run_once(workload: str, threads: int, passive: bool, steps: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     """Time every (workload, configuration) pair, interleaved, and print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workloads", default="corruptions,train,eval")
+    ap.add_argument("--workloads", default="corruptions,train,train-bf16,eval")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=3, help="training steps of the train workload")
     ap.add_argument("--threads", default=None, help="thread counts (default: 1 and all allowed cores)")
@@ -105,8 +111,11 @@ def main(argv: list[str] | None = None) -> None:
             for c in configs:
                 best[w, c] = min(best[w, c], run_once(w, *c, args.steps))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# {allowed} cores allowed, load average {load:.1f} at the end; wall seconds, best of "
-          f"{args.rounds} interleaved rounds; ratio = time / time of 1 thread (default policy)")
+    from robustbench_act.cpu import default_threads
+
+    print(f"# {allowed} cores allowed, load average {load:.1f} at the end (actbench would use "
+          f"{default_threads()} thread(s) now); wall seconds, best of {args.rounds} interleaved "
+          "rounds; ratio = time / time of 1 thread (default policy)")
     names = [f"{t}{'/passive' if p else ''}" for t, p in configs]
     rows = []
     for w in workloads:

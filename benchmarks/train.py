@@ -26,6 +26,7 @@ timed in the same rounds; ``--markdown`` prints the table of docs/benchmarks.md)
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import sys
@@ -34,10 +35,6 @@ from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent  # this checkout's packages first, then the helpers
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-from robustbench_act.cpu import set_openmp_defaults  # noqa: E402
-
-set_openmp_defaults()  # as the actbench commands do, before torch loads
-
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _harness import print_table  # noqa: E402
@@ -45,7 +42,8 @@ from _harness import print_table  # noqa: E402
 DEFAULT_ACTS = "relu,silu,gelu,la_silu,la_hardsilu,an_silu"
 
 
-def saved_bytes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+def saved_bytes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                amp: torch.dtype | None = None) -> int:
     """Bytes of the tensors autograd saves for backward in one training forward pass."""
     seen: dict[int, int] = {}
 
@@ -57,14 +55,17 @@ def saved_bytes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int
             seen[id(t)] = t.numel() * t.element_size()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = F.cross_entropy(model(x), y)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast(
+        x.device.type, dtype=amp, enabled=amp is not None
+    ):
+        loss = F.cross_entropy(model(x).float(), y)
     loss.backward()
     model.zero_grad(set_to_none=True)
     return sum(seen.values())
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command-line flags."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--model", default="resnet20")
@@ -72,7 +73,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed iterations per repeat")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--amp", default=None, choices=[None, "bf16", "fp16"])
+    ap.add_argument("--amp", default="none",
+                    help="none, bf16 or fp16, or a list timed side by side (none,bf16)")
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--activations", default=DEFAULT_ACTS)
@@ -84,7 +86,19 @@ def main() -> None:
                     help="images of the --epoch runs (default: 10 batches)")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = ap.parse_args()
+    args.amps = [a.strip().lower() for a in str(args.amp).split(",") if a.strip()]
+    bad = [a for a in args.amps if a not in AMPS]
+    if bad:
+        ap.error(f"--amp: unknown {bad}; use {', '.join(AMPS)}")
+    return args
 
+
+AMPS = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def main() -> None:
+    """Time every (activation, amp[, compile]) setup side by side and print the table."""
+    args = parse_args()
     from robustbench_act.models import build_model
     from robustbench_act.train import _crop_flip, resolve_device
 
@@ -98,7 +112,6 @@ def main() -> None:
     labels = torch.randint(0, 10, (8 * b,), generator=gen).to(dev)
     mean = torch.tensor([0.49, 0.48, 0.45], device=dev).view(1, 3, 1, 1)
     std = torch.tensor([0.25, 0.24, 0.26], device=dev).view(1, 3, 1, 1)
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp or "")
     mf = torch.channels_last if args.channels_last else torch.contiguous_format
 
     def batch(k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,16 +122,18 @@ def main() -> None:
         x = ((x.float() / 255.0 - mean) / std).contiguous(memory_format=mf)
         return x, labels[idx]
 
-    setups = {}
-    for a in acts:
-        for compiled in (False, True) if args.compile else (False,):
-            torch.manual_seed(0)
-            m = build_model(args.model, num_classes=10, activation=a).to(dev).to(memory_format=mf)
-            opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
-            setups[f"{a}+compile" if compiled else a] = (torch.compile(m) if compiled else m, opt)
+    setups = {}  # label -> (model, optimizer, autocast dtype, activation, amp)
+    for amp in args.amps:
+        for a in acts:
+            for compiled in (False, True) if args.compile else (False,):
+                torch.manual_seed(0)
+                m = build_model(args.model, num_classes=10, activation=a).to(dev).to(memory_format=mf)
+                opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+                label = a + ("+compile" if compiled else "") + ("" if amp == "none" else f"+{amp}")
+                setups[label] = (torch.compile(m) if compiled else m, opt, AMPS[amp], a, amp, compiled)
     names = list(setups)
 
-    def step(m: torch.nn.Module, opt: torch.optim.Optimizer, k: int) -> None:
+    def step(m: torch.nn.Module, opt: torch.optim.Optimizer, amp: torch.dtype | None, k: int) -> None:
         x, y = batch(k)
         with torch.autocast(dev.type, dtype=amp) if amp else torch.autocast(dev.type, enabled=False):
             loss = F.cross_entropy(m(x).float(), y)
@@ -134,50 +149,61 @@ def main() -> None:
     saved: dict[str, float] = {}
     peak: dict[str, float] = {}
     for a in names:  # warm-up (and compilation) and memory, one setup at a time
-        m, opt = setups[a]
+        m, opt, amp = setups[a][:3]
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         for k in range(args.warmup):
-            step(m, opt, k)
+            step(m, opt, amp, k)
         sync()
         if dev.type == "cuda":
             peak[a] = torch.cuda.max_memory_allocated(dev) / 2**20
         else:
             peak[a] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-        if not a.endswith("+compile"):  # saved-tensor hooks see eager autograd only
+        if not setups[a][5]:  # saved-tensor hooks see eager autograd only
             x, y = batch(0)
-            saved[a] = saved_bytes(m, x, y) / 2**20
-    epoch_rates: dict[str, list[float]] = {a: [] for a in names if not a.endswith("+compile")}
+            saved[a] = saved_bytes(m, x, y, amp) / 2**20
+    epoch_rates: dict[str, list[float]] = {a: [] for a in names if not setups[a][5]}
     for _ in range(args.repeats):
         for a in names:
-            m, opt = setups[a]
+            m, opt, amp = setups[a][:3]
             sync()
             t = time.perf_counter()
             for k in range(args.steps):
-                step(m, opt, k)
+                step(m, opt, amp, k)
             sync()
             rates[a].append(args.steps * b / (time.perf_counter() - t))
         if args.epoch:
             for a in epoch_rates:
-                epoch_rates[a].append(epoch_rate(args, a, dev, pool, labels))
+                epoch_rates[a].append(epoch_rate(args, setups[a][3], setups[a][4], dev, pool, labels))
+    report(args, dev, setups, rates, saved, peak, epoch_rates)
 
+
+def report(args: argparse.Namespace, dev: torch.device, setups: dict, rates: dict, saved: dict,
+           peak: dict, epoch_rates: dict) -> None:
+    """Print the table: medians, ratios to the first setup and to the first activation at that amp."""
     from robustbench_act.manifest import device_description
 
-    print(f"# {args.model} training step, batch {b}, 32x32, device {device_description(dev)}, "
-          f"amp {args.amp}, channels_last {args.channels_last}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, "
-          f"{args.steps} steps x {args.repeats} repeats (median)")  # fmt: skip
-    base = statistics.median(rates[names[0]])
+    names = list(setups)
+    print(f"# {args.model} training step, batch {args.batch_size}, 32x32, device "
+          f"{device_description(dev)}, amp {','.join(args.amps)}, channels_last {args.channels_last}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY "
+          f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, {args.steps} steps x {args.repeats} "
+          f"repeats (median)")  # fmt: skip
+    med = {a: statistics.median(rates[a]) for a in names}
+    first_at = {}  # amp -> label of the first activation at that amp (eager)
+    for a in names:
+        first_at.setdefault(setups[a][4], a)
     peak_name = "peak CUDA MB" if dev.type == "cuda" else "peak RSS growth MB"
-    headers = ["activation", "images/s", f"vs {names[0]}", "kept for backward MB", peak_name]
+    headers = ["setup", "images/s", f"vs {names[0]}", "vs first activation, same amp",
+               "kept for backward MB", peak_name]
     if args.epoch:
         headers += ["epoch images/s", "epoch / step"]
     rows = []
     for a in names:
-        r = statistics.median(rates[a])
-        row = [a, f"{r:.0f}", f"{r / base:.2f}", f"{saved[a]:.1f}" if a in saved else "-",
-               f"{peak[a]:.1f}"]
+        r = med[a]
+        row = [a, f"{r:.0f}", f"{r / med[names[0]]:.2f}", f"{r / med[first_at[setups[a][4]]]:.2f}",
+               f"{saved[a]:.1f}" if a in saved else "-", f"{peak[a]:.1f}"]
         if args.epoch:
             e = statistics.median(epoch_rates[a]) if epoch_rates.get(a) else float("nan")
             row += [f"{e:.0f}", f"{e / r:.2f}"]
@@ -186,7 +212,7 @@ def main() -> None:
     sys.stdout.flush()
 
 
-def epoch_rate(args: argparse.Namespace, act: str, dev: torch.device, pool: torch.Tensor,
+def epoch_rate(args: argparse.Namespace, act: str, amp: str, dev: torch.device, pool: torch.Tensor,
                labels: torch.Tensor) -> float:
     """Images/s of one real ``train`` epoch (fast recipe) on the synthetic pool."""
     from robustbench_act.data import ImageDataset
@@ -199,7 +225,8 @@ def epoch_rate(args: argparse.Namespace, act: str, dev: torch.device, pool: torc
                       mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26),
                       images=pool.cpu().repeat(reps, 1, 1, 1)[:n], labels=labels.cpu().repeat(reps)[:n])
     cfg = make_config("fast", epochs=1, batch_size=args.batch_size, val_fraction=0.0,
-                      device=str(dev), amp=args.amp, channels_last=args.channels_last)
+                      device=str(dev), amp=None if amp == "none" else amp,
+                      channels_last=args.channels_last)
     torch.manual_seed(0)
     model = build_model(args.model, num_classes=10, activation=act)
     result = train(model, ds, config=cfg, progress=False)

@@ -34,10 +34,6 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [
     str(_HERE)
 ]
-from robustbench_act.cpu import set_openmp_defaults  # noqa: E402
-
-set_openmp_defaults()  # as the actbench commands do, before torch loads
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _harness import check_clock, interleaved, print_table, ratio, sample_photos  # noqa: E402
@@ -72,36 +68,53 @@ def _theirs(corrupt: Callable, imgs: np.ndarray, name: str, severity: int) -> Ca
     return run
 
 
+def _ours(x: torch.Tensor, name: str, severity: int, compiled: bool) -> Callable[[], object]:
+    """Ours on the whole batch with the ImageNet parameters (warmed up once)."""
+
+    def run() -> object:
+        corruptions.set_compiled_hash(compiled)
+        return corruptions.apply(x, name, severity, preset="imagenet")
+
+    corruptions.set_compiled_hash(compiled)
+    corruptions.apply(x[:4], name, severity, preset="imagenet")
+    return run
+
+
 def bench_size(corrupt: Callable, size: int, n: int, ref_n: int, args: argparse.Namespace) -> None:
     """Time every corruption at one image size and print its table."""
     clock = check_clock(args.clock, torch.get_num_threads())
     x = sample_photos(n, size)
     imgs = x.permute(0, 2, 3, 1).numpy()[: min(ref_n, n)]
     np.random.seed(0)  # imagecorruptions draws from numpy's global generator
-    rows, crashed, tot_ours, tot_theirs = [], [], 0.0, 0.0
+    variants = [("ours", False)] + ([("ours+compiled", True)] if args.compiled_hash else [])
+    rows, crashed = [], []
+    totals = dict.fromkeys([*(lab for lab, _ in variants), "theirs"], 0.0)
     for name in corruptions.names(args.corruptions):
         try:
             _theirs(corrupt, imgs[:1], name, args.severity)()
         except Exception as exc:  # the package's own failures on current numpy / skimage
             crashed.append(f"{name} ({type(exc).__name__}: {str(exc)[:60]})")
             continue
-        corruptions.apply(x[:4], name, args.severity, preset="imagenet")  # warm-up
-        tasks = {
-            "ours": lambda name=name: corruptions.apply(x, name, args.severity, preset="imagenet"),
-            "theirs": _theirs(corrupt, imgs, name, args.severity),
-        }
+        tasks = {lab: _ours(x, name, args.severity, c) for lab, c in variants}
+        tasks["theirs"] = _theirs(corrupt, imgs, name, args.severity)
         best = interleaved(tasks, args.repeat, clock)
-        ours, theirs = best["ours"] / n, best["theirs"] / len(imgs)
-        tot_ours, tot_theirs = tot_ours + ours, tot_theirs + theirs
-        rows.append([name, f"{1 / ours:.0f}", f"{1 / theirs:.0f}", ratio(theirs, ours)])
+        corruptions.set_compiled_hash(False)
+        per = {lab: best[lab] / n for lab, _ in variants}
+        theirs = best["theirs"] / len(imgs)
+        for lab in per:
+            totals[lab] += per[lab]
+        totals["theirs"] += theirs
+        rows.append([name, *(f"{1 / per[lab]:.0f}" for lab in per), f"{1 / theirs:.0f}",
+                     *(ratio(theirs, per[lab]) for lab in per)])
         print("  ".join(rows[-1]), file=sys.stderr, flush=True)  # progress
-    rows.append([f"all {len(rows)} it runs (total time)", f"{1 / tot_ours:.0f}",
-                 f"{1 / tot_theirs:.0f}", ratio(tot_theirs, tot_ours)])
+    rows.append([f"all {len(rows)} it runs (total time)", *(f"{1 / totals[lab]:.0f}" for lab, _ in variants),
+                 f"{1 / totals['theirs']:.0f}", *(ratio(totals["theirs"], totals[lab]) for lab, _ in variants)])
     print(f"\n# {size}x{size} px, preset imagenet, severity {args.severity}: ours on {n} images "
           f"in one batch, imagecorruptions on {len(imgs)} one by one; "
           f"{torch.get_num_threads()} thread(s), {args.clock} clock, best of {args.repeat}")
-    print_table(["corruption", "ours img/s", "imagecorruptions img/s", "ours / imagecorruptions"],
-                rows, args.markdown)
+    labels = [lab for lab, _ in variants]
+    print_table(["corruption", *(f"{lab} img/s" for lab in labels), "imagecorruptions img/s",
+                 *(f"{lab} / imagecorruptions" for lab in labels)], rows, args.markdown)
     if crashed:
         print(f"\nimagecorruptions crashes on: {'; '.join(crashed)}")
 
@@ -117,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="timing rounds (best kept)")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    ap.add_argument("--compiled-hash", action="store_true",
+                    help="also time ours with the torch.compile'd hash (corruptions.set_compiled_hash)")
     ap.add_argument("--markdown", action="store_true", help="print markdown tables")
     args = ap.parse_args(argv)
     corrupt = load_imagecorruptions()

@@ -1,4 +1,4 @@
-"""CPU thread defaults: affinity-sized thread pools, passive OpenMP waiting set by the CLI."""
+"""CPU thread defaults: thread pools sized by the free CPUs of the affinity mask, set by the CLI."""
 
 from __future__ import annotations
 
@@ -8,39 +8,45 @@ import sys
 
 import pytest
 
-from robustbench_act.cpu import allowed_cpus, default_threads, set_openmp_defaults
+from robustbench_act import cpu
 
 
-def test_threads_follow_the_affinity_mask() -> None:
+def test_threads_follow_the_affinity_mask_and_the_load(monkeypatch: pytest.MonkeyPatch) -> None:
     want = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert allowed_cpus() == want
-    assert default_threads() == want
-    assert default_threads(want + 5) == 1
-    assert default_threads(2) == max(1, want // 2)
+    assert cpu.allowed_cpus() == want
+    monkeypatch.setattr(cpu, "allowed_cpus", lambda: 16)
+    for load, free in ((0.2, 16), (3.6, 12), (15.4, 1), (40.0, 1)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert cpu.free_cpus() == free
+    monkeypatch.setattr(os, "getloadavg", lambda: (4.0, 4.0, 4.0))
+    assert cpu.default_threads() == 12 and cpu.default_threads(5) == 2 and cpu.default_threads(99) == 1
 
 
-def test_openmp_policy_is_a_default_only() -> None:
+def test_omp_num_threads_is_a_default_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu, "default_threads", lambda processes=1: 3)
     env: dict[str, str] = {}
-    set_openmp_defaults(env)
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
-    env = {"OMP_WAIT_POLICY": "ACTIVE"}
-    set_openmp_defaults(env)
-    assert env == {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert cpu.set_thread_defaults(env) == 3 and env == {"OMP_NUM_THREADS": "3"}
+    env = {"OMP_NUM_THREADS": "7"}
+    assert cpu.set_thread_defaults(env) is None and env == {"OMP_NUM_THREADS": "7"}
 
 
-@pytest.mark.parametrize(("preset", "want"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_cli_sets_the_policy_before_torch_loads(preset: str | None, want: str) -> None:
-    """A command sees the policy in its environment, so torch's OpenMP runtime reads it."""
+@pytest.mark.parametrize("preset", [None, "1"])
+def test_cli_sizes_torch_threads_before_torch_loads(preset: str | None) -> None:
+    """A command's torch gets the thread count the CLI set (or the user's OMP_NUM_THREADS)."""
     code = (
         "import os, sys\n"
         "from robustbench_act import cli\n"
         "sys.argv = ['actbench', 'activations']\n"
         "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
-        "print('POLICY', os.environ.get('OMP_WAIT_POLICY'))\n"
+        "import torch\n"
+        "print('THREADS', torch.get_num_threads(), os.environ.get('OMP_NUM_THREADS'))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     if preset:
-        env["OMP_WAIT_POLICY"] = preset
+        env["OMP_NUM_THREADS"] = preset
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout
-    assert f"POLICY {want}" in out
+    _, got, env_value = next(ln for ln in out.splitlines() if ln.startswith("THREADS")).split()
+    assert got == env_value and 1 <= int(got) <= cpu.allowed_cpus()
+    if preset:
+        assert got == preset
