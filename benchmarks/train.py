@@ -76,6 +76,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--amp", default="none",
                     help="none, bf16 or fp16, or a list timed side by side (none,bf16)")
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--layouts", default=None,
+                    help="nchw, nhwc (channels_last) or both side by side: nchw,nhwc "
+                         "[default: nhwc with --channels-last, else nchw]")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--activations", default=DEFAULT_ACTS)
     ap.add_argument("--compile", action="store_true",
@@ -87,6 +90,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = ap.parse_args()
     args.amps = [a.strip().lower() for a in str(args.amp).split(",") if a.strip()]
+    args.layouts = [v.strip().lower() for v in (args.layouts or ("nhwc" if args.channels_last else "nchw")).split(",")]
+    if not set(args.layouts) <= {"nchw", "nhwc"}:
+        ap.error("--layouts takes nchw and/or nhwc")
     bad = [a for a in args.amps if a not in AMPS]
     if bad:
         ap.error(f"--amp: unknown {bad}; use {', '.join(AMPS)}")
@@ -112,9 +118,9 @@ def main() -> None:
     labels = torch.randint(0, 10, (8 * b,), generator=gen).to(dev)
     mean = torch.tensor([0.49, 0.48, 0.45], device=dev).view(1, 3, 1, 1)
     std = torch.tensor([0.25, 0.24, 0.26], device=dev).view(1, 3, 1, 1)
-    mf = torch.channels_last if args.channels_last else torch.contiguous_format
+    formats = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
 
-    def batch(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(k: int, mf: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randint(0, len(pool), (b,), generator=gen).to(dev)
         off = torch.randint(0, 9, (b, 2), generator=gen)
         flip = torch.rand(b, generator=gen) < 0.5
@@ -122,19 +128,24 @@ def main() -> None:
         x = ((x.float() / 255.0 - mean) / std).contiguous(memory_format=mf)
         return x, labels[idx]
 
-    setups = {}  # label -> (model, optimizer, autocast dtype, activation, amp)
-    for amp in args.amps:
-        for a in acts:
-            for compiled in (False, True) if args.compile else (False,):
-                torch.manual_seed(0)
-                m = build_model(args.model, num_classes=10, activation=a).to(dev).to(memory_format=mf)
-                opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
-                label = a + ("+compile" if compiled else "") + ("" if amp == "none" else f"+{amp}")
-                setups[label] = (torch.compile(m) if compiled else m, opt, AMPS[amp], a, amp, compiled)
+    setups = {}  # label -> (model, optimizer, autocast dtype, activation, amp, compiled, layout)
+    for layout in args.layouts:
+        mf = formats[layout]
+        for amp in args.amps:
+            for a in acts:
+                for compiled in (False, True) if args.compile else (False,):
+                    torch.manual_seed(0)
+                    m = build_model(args.model, num_classes=10, activation=a).to(dev).to(memory_format=mf)
+                    opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+                    label = (a + ("+compile" if compiled else "") + ("" if amp == "none" else f"+{amp}")
+                             + (f"+{layout}" if len(args.layouts) > 1 else ""))
+                    setups[label] = (torch.compile(m) if compiled else m, opt, AMPS[amp], a, amp,
+                                     compiled, layout)
     names = list(setups)
 
-    def step(m: torch.nn.Module, opt: torch.optim.Optimizer, amp: torch.dtype | None, k: int) -> None:
-        x, y = batch(k)
+    def step(m: torch.nn.Module, opt: torch.optim.Optimizer, amp: torch.dtype | None, k: int,
+             layout: str = "nchw") -> None:
+        x, y = batch(k, formats[layout])
         with torch.autocast(dev.type, dtype=amp) if amp else torch.autocast(dev.type, enabled=False):
             loss = F.cross_entropy(m(x).float(), y)
         opt.zero_grad(set_to_none=True)
@@ -154,14 +165,14 @@ def main() -> None:
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         for k in range(args.warmup):
-            step(m, opt, amp, k)
+            step(m, opt, amp, k, setups[a][6])
         sync()
         if dev.type == "cuda":
             peak[a] = torch.cuda.max_memory_allocated(dev) / 2**20
         else:
             peak[a] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
         if not setups[a][5]:  # saved-tensor hooks see eager autograd only
-            x, y = batch(0)
+            x, y = batch(0, formats[setups[a][6]])
             saved[a] = saved_bytes(m, x, y, amp) / 2**20
     epoch_rates: dict[str, list[float]] = {a: [] for a in names if not setups[a][5]}
     for _ in range(args.repeats):
@@ -170,12 +181,12 @@ def main() -> None:
             sync()
             t = time.perf_counter()
             for k in range(args.steps):
-                step(m, opt, amp, k)
+                step(m, opt, amp, k, setups[a][6])
             sync()
             rates[a].append(args.steps * b / (time.perf_counter() - t))
         if args.epoch:
             for a in epoch_rates:
-                epoch_rates[a].append(epoch_rate(args, setups[a][3], setups[a][4], dev, pool, labels))
+                epoch_rates[a].append(epoch_rate(args, *setups[a][3:5], setups[a][6], dev, pool, labels))
     report(args, dev, setups, rates, saved, peak, epoch_rates)
 
 
@@ -186,23 +197,23 @@ def report(args: argparse.Namespace, dev: torch.device, setups: dict, rates: dic
 
     names = list(setups)
     print(f"# {args.model} training step, batch {args.batch_size}, 32x32, device "
-          f"{device_description(dev)}, amp {','.join(args.amps)}, channels_last {args.channels_last}, "
+          f"{device_description(dev)}, amp {','.join(args.amps)}, layouts {','.join(args.layouts)}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY "
           f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, {args.steps} steps x {args.repeats} "
           f"repeats (median)")  # fmt: skip
     med = {a: statistics.median(rates[a]) for a in names}
-    first_at = {}  # amp -> label of the first activation at that amp (eager)
+    first_at = {}  # (amp, layout) -> label of the first activation there
     for a in names:
-        first_at.setdefault(setups[a][4], a)
+        first_at.setdefault((setups[a][4], setups[a][6]), a)
     peak_name = "peak CUDA MB" if dev.type == "cuda" else "peak RSS growth MB"
-    headers = ["setup", "images/s", f"vs {names[0]}", "vs first activation, same amp",
+    headers = ["setup", "images/s", f"vs {names[0]}", "vs first activation, same amp and layout",
                "kept for backward MB", peak_name]
     if args.epoch:
         headers += ["epoch images/s", "epoch / step"]
     rows = []
     for a in names:
         r = med[a]
-        row = [a, f"{r:.0f}", f"{r / med[names[0]]:.2f}", f"{r / med[first_at[setups[a][4]]]:.2f}",
+        row = [a, f"{r:.0f}", f"{r / med[names[0]]:.2f}", f"{r / med[first_at[setups[a][4], setups[a][6]]]:.2f}",
                f"{saved[a]:.1f}" if a in saved else "-", f"{peak[a]:.1f}"]
         if args.epoch:
             e = statistics.median(epoch_rates[a]) if epoch_rates.get(a) else float("nan")
@@ -212,8 +223,8 @@ def report(args: argparse.Namespace, dev: torch.device, setups: dict, rates: dic
     sys.stdout.flush()
 
 
-def epoch_rate(args: argparse.Namespace, act: str, amp: str, dev: torch.device, pool: torch.Tensor,
-               labels: torch.Tensor) -> float:
+def epoch_rate(args: argparse.Namespace, act: str, amp: str, layout: str, dev: torch.device,
+               pool: torch.Tensor, labels: torch.Tensor) -> float:
     """Images/s of one real ``train`` epoch (fast recipe) on the synthetic pool."""
     from robustbench_act.data import ImageDataset
     from robustbench_act.models import build_model
@@ -226,7 +237,7 @@ def epoch_rate(args: argparse.Namespace, act: str, amp: str, dev: torch.device, 
                       images=pool.cpu().repeat(reps, 1, 1, 1)[:n], labels=labels.cpu().repeat(reps)[:n])
     cfg = make_config("fast", epochs=1, batch_size=args.batch_size, val_fraction=0.0,
                       device=str(dev), amp=None if amp == "none" else amp,
-                      channels_last=args.channels_last)
+                      channels_last=layout == "nhwc")
     torch.manual_seed(0)
     model = build_model(args.model, num_classes=10, activation=act)
     result = train(model, ds, config=cfg, progress=False)
