@@ -184,29 +184,41 @@ def _pil_box_coeffs(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Te
     return idx, kk
 
 
+@functools.lru_cache(maxsize=256)
+def _pil_box_taps(in_size: int, out_size: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...] | torch.Tensor:
+    """The nonzero tap columns (source index, weight) of :func:`_pil_box_coeffs`, or, when
+    every output pixel copies one source pixel (weight 1.0: upsampling), its source indices."""
+    idx, kk = _pil_box_coeffs(in_size, out_size)
+    one = 1 << _PRECISION_BITS
+    if bool(((kk == one).sum(1) == 1).all()) and bool(((kk == 0) | (kk == one)).all()):
+        return (idx * (kk == one)).sum(1)
+    return tuple((idx[:, t], kk[:, t]) for t in range(idx.shape[1]) if bool(kk[:, t].any()))
+
+
 def _pil_box_axis(levels: torch.Tensor, out_size: int, dim: int) -> torch.Tensor:
     """Resample integer levels (N, C, H, W) along ``dim`` (2 or 3) exactly like Pillow 8bpc.
 
-    One gather-multiply-add per filter tap (no (..., out, taps) intermediate). int32 is
-    exact: a sum is at most 255 * (2**22 + taps / 2) + 2**21 < 2**31.
+    One gather-multiply-add per filter tap (no (..., out, taps) intermediate); a plain
+    gather where each output pixel copies one input pixel, as Pillow's BOX filter does
+    when upsampling ((L * 2**22 + 2**21) >> 22 = L). int32 is exact: a sum is at most
+    255 * (2**22 + taps / 2) + 2**21 < 2**31.
     """
     in_size = levels.shape[dim]
     if in_size == out_size:
         return levels
-    idx, kk = _pil_box_coeffs(in_size, out_size)
+    taps = _pil_box_taps(in_size, out_size)
+    if isinstance(taps, torch.Tensor):
+        return levels.index_select(dim, taps.to(levels.device))
     kshape = [1] * levels.ndim
     kshape[dim] = out_size
     acc: torch.Tensor | None = None
-    for tap in range(idx.shape[1]):
-        weights = kk[:, tap]
-        if not bool(weights.any()):  # padding column of the table (CPU tensor: no device sync)
-            continue
-        term = levels.index_select(dim, idx[:, tap].to(levels.device))
+    for src, weights in taps:
+        term = levels.index_select(dim, src.to(levels.device))
         term.mul_(weights.to(device=levels.device, dtype=levels.dtype).view(kshape))
         acc = term if acc is None else acc.add_(term)
     assert acc is not None  # a box filter always has a nonzero tap column
     acc += 1 << (_PRECISION_BITS - 1)
-    return (acc >> _PRECISION_BITS).clamp_(0, 255)
+    return acc.bitwise_right_shift_(_PRECISION_BITS).clamp_(0, 255)
 
 
 def pil_box_resize(levels: torch.Tensor, height: int, width: int) -> torch.Tensor:

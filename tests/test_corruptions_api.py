@@ -147,8 +147,9 @@ def test_deterministic_and_batch_independent(name):
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_cpu_chunks_give_the_whole_batch_result(name, clean_registry):
+def test_cpu_chunks_give_the_whole_batch_result(name, clean_registry, monkeypatch):
     """apply's chunk-by-chunk CPU path (3 samples per call here) changes no value."""
+    monkeypatch.setattr(registry, "MIN_CHUNK_SAMPLES", 1)
     x = _images(8)
     c = corruptions.get(name)
     registry._REGISTRY[name] = dataclasses.replace(c, chunk_values=None)
@@ -159,7 +160,8 @@ def test_cpu_chunks_give_the_whole_batch_result(name, clean_registry):
     assert torch.equal(corruptions.apply(x.float() / 255, name, 4, seed=7, quantize=False), whole_f)
 
 
-def test_plugins_run_on_the_whole_batch_unless_they_ask_for_chunks(clean_registry):
+def test_plugins_run_on_the_whole_batch_unless_they_ask_for_chunks(clean_registry, monkeypatch):
+    monkeypatch.setattr(registry, "MIN_CHUNK_SAMPLES", 1)
     calls = []
 
     def noisy(images, params, rng):
@@ -180,6 +182,9 @@ def test_plugins_run_on_the_whole_batch_unless_they_ask_for_chunks(clean_registr
     assert not torch.equal(whole, chunked)
     assert torch.equal(chunked, torch.cat([corruptions.apply(x[i : i + 1], "tmp_chunked", 1,
                                                              indices=[i]) for i in range(5)]))
+    monkeypatch.setattr(registry, "MIN_CHUNK_SAMPLES", 4)  # large images: a floor on samples
+    calls.clear()
+    assert torch.equal(corruptions.apply(x, "tmp_chunked", 1), chunked) and calls == [4, 1]
     with pytest.raises(corruptions.CorruptionError, match="chunk_values"):
         corruptions.register("tmp_bad", group="extra", presets=[1, 2, 3, 4, 5], chunk_values=0)
 
