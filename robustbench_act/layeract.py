@@ -104,9 +104,9 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def no_autocast(x: torch.Tensor) -> contextlib.AbstractContextManager[Any]:
     """Disable autocast on x's device (statistics must stay in float32 or wider)."""
     dev = x.device.type
-    if torch.amp.is_autocast_available(dev):
+    if torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev):
         return torch.autocast(device_type=dev, enabled=False)
-    return contextlib.nullcontext()
+    return contextlib.nullcontext()  # nothing to switch off (the usual case in backward)
 
 
 def _chunk_rows(x: torch.Tensor) -> int:
