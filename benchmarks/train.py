@@ -31,6 +31,7 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent  # this checkout's packages first, then the helpers
@@ -157,23 +158,7 @@ def main() -> None:
             torch.cuda.synchronize(dev)
 
     rates: dict[str, list[float]] = {a: [] for a in names}
-    saved: dict[str, float] = {}
-    peak: dict[str, float] = {}
-    for a in names:  # warm-up (and compilation) and memory, one setup at a time
-        m, opt, amp = setups[a][:3]
-        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        for k in range(args.warmup):
-            step(m, opt, amp, k, setups[a][6])
-        sync()
-        if dev.type == "cuda":
-            peak[a] = torch.cuda.max_memory_allocated(dev) / 2**20
-        else:
-            peak[a] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-        if not setups[a][5]:  # saved-tensor hooks see eager autograd only
-            x, y = batch(0, formats[setups[a][6]])
-            saved[a] = saved_bytes(m, x, y, amp) / 2**20
+    saved, peak = warm_up(args, dev, setups, step, lambda a: batch(0, formats[setups[a][6]]), sync)
     epoch_rates: dict[str, list[float]] = {a: [] for a in names if not setups[a][5]}
     for _ in range(args.repeats):
         for a in names:
@@ -188,6 +173,28 @@ def main() -> None:
             for a in epoch_rates:
                 epoch_rates[a].append(epoch_rate(args, *setups[a][3:5], setups[a][6], dev, pool, labels))
     report(args, dev, setups, rates, saved, peak, epoch_rates)
+
+
+def warm_up(args: argparse.Namespace, dev: torch.device, setups: dict, step: Callable,
+            first_batch: Callable, sync: Callable) -> tuple[dict[str, float], dict[str, float]]:
+    """Warm-up steps (and compilation) of every setup, one at a time; (saved MB, peak MB)."""
+    saved: dict[str, float] = {}
+    peak: dict[str, float] = {}
+    for a, (m, opt, amp, _, _, compiled, layout) in setups.items():
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        for k in range(args.warmup):
+            step(m, opt, amp, k, layout)
+        sync()
+        if dev.type == "cuda":
+            peak[a] = torch.cuda.max_memory_allocated(dev) / 2**20
+        else:
+            peak[a] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+        if not compiled:  # saved-tensor hooks see eager autograd only
+            x, y = first_batch(a)
+            saved[a] = saved_bytes(m, x, y, amp) / 2**20
+    return saved, peak
 
 
 def report(args: argparse.Namespace, dev: torch.device, setups: dict, rates: dict, saved: dict,
