@@ -20,14 +20,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+_HERE = Path(__file__).resolve().parent  # this checkout's packages first, then the helpers
+sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
-from robustbench_act.activations import LayerAct, get_activation, layer_act_reference
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from _harness import print_table  # noqa: E402
+from torch import nn  # noqa: E402
+
+from robustbench_act.activations import LayerAct, get_activation, layer_act_reference  # noqa: E402
 
 DEFAULT_ACTS = (
     "relu",
@@ -150,10 +156,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_one(
-    act_name: str, device: torch.device, batch: int, warmup: int, iters: int, seed: int
-) -> dict[str, float | str]:
-    """Median step time, saved-tensor bytes and (CUDA) peak memory of one activation."""
+def prepare(
+    act_name: str, device: torch.device, batch: int, warmup: int, seed: int
+) -> tuple[Callable[[], None], dict[str, float | str]]:
+    """A warmed-up training step of ResNet-20 with ``act_name``, and its saved-tensor bytes."""
     torch.manual_seed(seed)
     model, source = build_resnet20(act_name)
     model = model.to(device).train()
@@ -176,26 +182,33 @@ def bench_one(
     for _ in range(max(1, warmup)):
         saved = step(count=True)
     _sync(device)
-    peak = float("nan")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    times = []
+    return (lambda: step(count=False)), {"act": act_name, "source": source, "saved_mb": saved / 2**20}
+
+
+def bench_all(
+    acts: list[str], device: torch.device, batch: int, warmup: int, iters: int, seed: int
+) -> list[dict[str, float | str]]:
+    """Median step time (timed steps of all activations interleaved) and memory of each."""
+    setups = [prepare(n, device, batch, warmup, seed) for n in acts]
+    times: list[list[float]] = [[] for _ in acts]
+    peaks = [0.0 for _ in acts]
     for _ in range(iters):
-        _sync(device)
-        t0 = time.perf_counter()
-        step(count=False)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    if device.type == "cuda":
-        peak = float(torch.cuda.max_memory_allocated(device) - base)
-    return {
-        "act": act_name,
-        "source": source,
-        "time_s": statistics.median(times),
-        "saved_mb": saved / 2**20,
-        "peak_mb": peak / 2**20,
-    }
+        for i, (step, _) in enumerate(setups):
+            _sync(device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            times[i].append(time.perf_counter() - t0)
+            if device.type == "cuda":
+                peaks[i] = max(peaks[i], float(torch.cuda.max_memory_allocated(device) - base))
+    rows = []
+    for (_, rec), t, pk in zip(setups, times, peaks):
+        rows.append({**rec, "time_s": statistics.median(t),
+                     "peak_mb": pk / 2**20 if device.type == "cuda" else float("nan")})
+    return rows
 
 
 def layer_saved_bytes(batch: int, device: torch.device) -> list[tuple[str, float]]:
@@ -213,35 +226,36 @@ def main() -> None:
     """Parse flags, run every activation side by side, print ratios to SiLU."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--iters", type=int, default=5, help="timed steps per activation")
+    p.add_argument("--iters", type=int, default=5, help="timed steps per activation (interleaved)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per activation")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--acts", default=",".join((*DEFAULT_ACTS, NAIVE)), help="comma list")
+    p.add_argument("--markdown", action="store_true", help="print a markdown table")
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     acts = [s.strip() for s in a.acts.split(",") if s.strip()]
     if "silu" not in acts:
         acts.insert(0, "silu")
-    print(
-        f"device={device} batch={a.batch_size} warmup={a.warmup} iters={a.iters} "
-        f"threads={torch.get_num_threads()} torch={torch.__version__}"
-    )
-    rows = [bench_one(n, device, a.batch_size, a.warmup, a.iters, a.seed) for n in acts]
+    rows = bench_all(acts, device, a.batch_size, a.warmup, a.iters, a.seed)
     ref = next(r for r in rows if r["act"] == "silu")
-    print(f"model builder: {ref['source']}; memory = autograd saved-tensor bytes per step")
-    head = f"{'activation':<16}{'step ms':>10}{'time/SiLU':>11}{'saved MiB':>11}{'saved/SiLU':>12}"
+    print(f"# device={device} batch={a.batch_size} warmup={a.warmup} iters={a.iters} (interleaved, "
+          f"median) threads={torch.get_num_threads()} torch={torch.__version__}; model builder: "
+          f"{ref['source']}; memory = autograd saved-tensor bytes per step")
+    headers = ["activation", "step ms", "time vs SiLU", "saved MiB", "saved vs SiLU"]
     if device.type == "cuda":
-        head += f"{'peak MiB':>10}{'peak/SiLU':>11}"
-    print(head)
+        headers += ["peak MiB", "peak vs SiLU"]
+    table = []
     for r in rows:
-        line = (
-            f"{r['act']:<16}{1e3 * r['time_s']:>10.1f}{r['time_s'] / ref['time_s']:>11.2f}"
-            f"{r['saved_mb']:>11.1f}{r['saved_mb'] / ref['saved_mb']:>12.2f}"
-        )
+        row = [r["act"], f"{1e3 * r['time_s']:.1f}", f"{r['time_s'] / ref['time_s']:.2f}",
+               f"{r['saved_mb']:.1f}", f"{r['saved_mb'] / ref['saved_mb']:.2f}"]
         if device.type == "cuda":
-            line += f"{r['peak_mb']:>10.1f}{r['peak_mb'] / ref['peak_mb']:>11.2f}"
-        print(line)
+            row += [f"{r['peak_mb']:.1f}", f"{r['peak_mb'] / ref['peak_mb']:.2f}"]
+        table.append(row)
+    print_table(headers, table, a.markdown)
     print(f"\nsingle activation call on ({a.batch_size}, 16, 32, 32) float32, saved MiB:")
     for name, mb in layer_saved_bytes(a.batch_size, device):
         print(f"  {name:<16}{mb:>8.1f}")

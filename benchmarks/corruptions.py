@@ -3,20 +3,21 @@
 For each corruption, on the same N photographs (crops of scikit-learn's sample images
 resized to ``--size``):
 
-- torch: ``corruptions.apply`` on the whole uint8 batch (after one warm-up call), on CPU
-  and on CUDA when available (``--device``);
+- ours: ``corruptions.apply`` on the whole uint8 batch, on CPU and on CUDA when available
+  (``--device``);
 - reference: a per-image numpy/scipy/PIL implementation of the Hendrycks script, run
-  image by image, in this order of preference: ``imagecorruptions`` when importable (it
-  is not installed here), ``tests/refimpl.py`` (the test re-implementations), or the
-  simple numpy versions below (motion blur with ImageMagick's kernel, snow, frost with a
-  pre-loaded texture, i.e. without the reference's per-call file read, fog, spatter with
-  scipy stand-ins for the OpenCV calls). Slow references run on at most ``--ref-n``
-  images or ``--ref-seconds`` per corruption.
+  image by image on ``--ref-n`` of the images: ``tests/refimpl.py`` (the test
+  re-implementations), or the simple numpy versions below (motion blur with ImageMagick's
+  kernel, snow, frost with a pre-loaded texture, i.e. without the reference's per-call
+  file read, fog, spatter with scipy stand-ins for the OpenCV calls).
+  ``benchmarks/vs_imagecorruptions.py`` compares with the imagecorruptions package.
 
-Prints images/s and the speed-up ratio torch / reference (both single process; set
-OMP_NUM_THREADS / --threads to compare like with like).
+Rounds interleave ours and the reference (best round kept, see benchmarks/_harness.py);
+the last row sums the per-image times of all corruptions. ``--markdown`` prints the table
+of docs/benchmarks.md.
 
-Usage: python benchmarks/corruptions.py --size 32 --n 256 --device cpu --corruptions all
+Usage: python benchmarks/corruptions.py --size 32 --n 1000 --ref-n 1000 --threads 1 \
+    --clock cpu --device cpu --markdown
 """
 
 from __future__ import annotations
@@ -29,42 +30,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import torch
-
-# Run as a script, this file's folder is sys.path[0] and its name would shadow the package.
+# Run as a script, this file's folder is sys.path[0] and its name would shadow the package:
+# put this checkout first (its packages are the ones measured) and the folder last.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+ROOT = _HERE.parent
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 if getattr(sys.modules.get("corruptions"), "__file__", "") == __file__:
     del sys.modules["corruptions"]
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from _harness import check_clock, interleaved, print_table, ratio, sample_photos  # noqa: E402
 
 import corruptions  # noqa: E402
 import corruptions.weather  # noqa: E402
-
-ROOT = _HERE.parent
-
-# ----------------------------------------------------------------------------- inputs
-
-
-def sample_photos(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    """``n`` uint8 RGB crops (n, 3, size, size) of the two scikit-learn sample photographs."""
-    from PIL import Image
-
-    folder = Path(importlib.util.find_spec("sklearn").origin).parent / "datasets" / "images"
-    photos = [np.array(Image.open(folder / f).convert("RGB")) for f in ("china.jpg", "flower.jpg")]
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        p = photos[i % 2]
-        side = int(rng.integers(min(p.shape[:2]) // 3, min(p.shape[:2])))
-        top = int(rng.integers(0, p.shape[0] - side + 1))
-        left = int(rng.integers(0, p.shape[1] - side + 1))
-        crop = Image.fromarray(p[top : top + side, left : left + side]).resize(
-            (size, size), Image.BILINEAR
-        )
-        out.append(np.array(crop))
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
-
 
 # ----------------------------------------------------------------------------- numpy references
 
@@ -200,15 +178,6 @@ def reference_functions(
     preset: str,
 ) -> tuple[str, dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]]]:
     """(source, name -> f(HxWx3 uint8, severity, rng) -> float image) for every corruption we can."""
-    try:
-        from imagecorruptions import corrupt  # type: ignore[import-not-found]
-
-        return "imagecorruptions", {
-            n: (lambda x, s, rng, n=n: corrupt(x, corruption_name=n, severity=s))
-            for n in corruptions.names("all")
-        }
-    except Exception:  # not installed (its pinned deps fail on numpy 2 anyway)
-        pass
     funcs: dict[str, Callable] = {}
     src = "benchmarks/corruptions.py numpy versions"
 
@@ -267,39 +236,36 @@ def reference_functions(
 # ----------------------------------------------------------------------------- timing
 
 
-def time_torch(x: torch.Tensor, name: str, severity: int, device: str, repeat: int) -> float:
-    """Images/s of ``corruptions.apply`` on the batch ``x`` (best of ``repeat`` after a warm-up)."""
-    xd = x.to(device)
-    corruptions.apply(
-        xd[: min(4, len(xd))], name, severity
-    )  # warm-up: caches, lazy imports, kernels
-    best = math.inf
-    for _ in range(repeat):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        corruptions.apply(xd, name, severity, seed=1)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return len(x) / best
+def _ours(x: torch.Tensor, name: str, severity: int, preset: str, compiled: bool) -> Callable[[], object]:
+    """One ``corruptions.apply`` call on the whole batch (warmed up once), eager or compiled hash."""
+
+    def run() -> object:
+        corruptions.set_compiled_hash(compiled)
+        return corruptions.apply(x, name, severity, seed=1, preset=preset)
+
+    corruptions.set_compiled_hash(compiled)
+    corruptions.apply(x[: min(4, len(x))], name, severity, preset=preset)
+    return run
 
 
-def time_reference(
-    fn: Callable, x: torch.Tensor, severity: int, max_n: int, max_seconds: float
-) -> tuple[float, int]:
-    """(images/s, images timed) of a per-image reference function."""
-    imgs = x.permute(0, 2, 3, 1).numpy()
+def compile_latency(device: str) -> float:
+    """Seconds of the first compiled-hash draw in this process (torch.compile + its caches)."""
+    t0 = time.perf_counter()
+    corruptions.set_compiled_hash(True)
+    try:
+        rng = corruptions.SampleRNG(0, 1, torch.arange(3), torch.device(device))
+        rng.bits((5,))
+    finally:
+        corruptions.set_compiled_hash(False)
+    return time.perf_counter() - t0
+
+
+def _reference(fn: Callable, x: torch.Tensor, severity: int, n: int) -> Callable[[], object]:
+    """The per-image reference on the first ``n`` images, ``np.uint8`` result included."""
+    imgs = x.permute(0, 2, 3, 1).numpy()[:n]
     rng = np.random.default_rng(0)
     fn(imgs[0], severity, rng)  # warm-up
-    t0 = time.perf_counter()
-    done = 0
-    while done < min(max_n, len(imgs)):
-        np.uint8(fn(imgs[done], severity, rng))
-        done += 1
-        if time.perf_counter() - t0 > max_seconds:
-            break
-    return done / (time.perf_counter() - t0), done
+    return lambda: [np.uint8(fn(img, severity, rng)) for img in imgs]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -308,46 +274,68 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--size", type=int, default=32, help="image side in px (32, 64, 224, ...)")
     ap.add_argument("--n", type=int, default=128, help="images per torch batch")
     ap.add_argument("--severity", type=int, default=3)
+    ap.add_argument("--preset", default=None, help="severity table (default: from the size)")
     ap.add_argument(
         "--device", default="auto", help="cpu, cuda, or auto (cpu and cuda when available)"
     )
     ap.add_argument("--corruptions", default="all", help="all, a subset name, or a,b,c")
-    ap.add_argument("--repeat", type=int, default=2, help="timed torch runs (best kept)")
-    ap.add_argument(
-        "--ref-n", type=int, default=32, help="at most this many images through the reference"
-    )
-    ap.add_argument(
-        "--ref-seconds", type=float, default=3.0, help="time budget per reference corruption"
-    )
+    ap.add_argument("--repeat", type=int, default=3, help="timing rounds (best kept)")
+    ap.add_argument("--ref-n", type=int, default=32, help="images through the reference per round")
     ap.add_argument("--no-ref", action="store_true", help="skip the numpy references")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall clock, or this process's CPU time (steadier on a busy machine, 1 thread)")
+    ap.add_argument("--compiled-hash", action="store_true",
+                    help="also time ours with the torch.compile'd hash (corruptions.set_compiled_hash)")
+    ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    clock = check_clock(args.clock, torch.get_num_threads())
     devices = ["cpu", "cuda"] if args.device == "auto" else [args.device]
     devices = [d for d in devices if not d.startswith("cuda") or torch.cuda.is_available()]
-    preset = corruptions.preset_for_size(args.size, args.size)
-    names = corruptions.names(args.corruptions)
+    preset = args.preset or corruptions.preset_for_size(args.size, args.size)
     x = sample_photos(args.n, args.size)
-    src, refs = ({}, {}) if args.no_ref else reference_functions(preset)
+    src, refs = ("none", {}) if args.no_ref else reference_functions(preset)
+    ref_n = min(args.ref_n, args.n)
+    variants = [(d, d, False) for d in devices]
+    note = ""
+    if args.compiled_hash:
+        variants += [(f"{d}+compiled", d, True) for d in devices]
+        note = "; first compiled draw " + ", ".join(f"{d} {compile_latency(d):.1f} s" for d in devices)
     print(f"# {args.n} images {args.size}x{args.size}, preset {preset}, severity {args.severity}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; reference: {src or 'none'}")  # fmt: skip
-    head = (
-        f"{'corruption':18s}"
-        + "".join(f"{d + ' img/s':>14s}" for d in devices)
-        + f"{'ref img/s':>12s}{'(n)':>5s}"
-    )
-    head += "".join(f"{d + '/ref':>11s}" for d in devices)
-    print(head)
-    for name in names:
-        rates = [time_torch(x, name, args.severity, d, args.repeat) for d in devices]
-        line = f"{name:18s}" + "".join(f"{r:14.1f}" for r in rates)
+          f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), {args.clock} clock, "
+          f"best of {args.repeat}; reference ({ref_n} images): {src}{note}", flush=True)  # fmt: skip
+
+    def sync() -> None:
+        if any(d.startswith("cuda") for d in devices):
+            torch.cuda.synchronize()
+
+    labels = [v[0] for v in variants]
+    rows, totals = [], {k: 0.0 for k in [*labels, "ref"]}
+    for name in corruptions.names(args.corruptions):
+        tasks = {lab: _ours(x.to(d), name, args.severity, preset, c) for lab, d, c in variants}
         if name in refs:
-            ref_rate, k = time_reference(refs[name], x, args.severity, args.ref_n, args.ref_seconds)
-            line += f"{ref_rate:12.1f}{k:5d}" + "".join(f"{r / ref_rate:10.1f}x" for r in rates)
-        else:
-            line += f"{'-':>12s}{'':5s}"
-        print(line, flush=True)
+            tasks["ref"] = _reference(refs[name], x, args.severity, ref_n)
+        best = interleaved(tasks, args.repeat, clock, sync)
+        corruptions.set_compiled_hash(False)
+        per_image = {lab: best[lab] / args.n for lab in labels}
+        if "ref" in best:
+            per_image["ref"] = best["ref"] / ref_n
+            for k, v in per_image.items():
+                totals[k] += v
+        ref = per_image.get("ref", float("nan"))
+        rows.append([name, *(f"{1 / per_image[lab]:.0f}" for lab in labels),
+                     f"{1 / ref:.0f}" if "ref" in per_image else "-",
+                     *(ratio(ref, per_image[lab]) for lab in labels)])
+        print("  ".join(rows[-1]), file=sys.stderr, flush=True)  # progress
+    if refs:
+        rows.append([f"all {sum(n in refs for n in corruptions.names(args.corruptions))} (total time)",
+                     *(f"{1 / totals[lab]:.0f}" for lab in labels), f"{1 / totals['ref']:.0f}",
+                     *(ratio(totals["ref"], totals[lab]) for lab in labels)])
+    headers = ["corruption", *(f"ours {lab} img/s" for lab in labels), "reference img/s",
+               *(f"ours {lab} / reference" for lab in labels)]
+    print_table(headers, rows, args.markdown)
 
 
 if __name__ == "__main__":

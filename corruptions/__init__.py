@@ -6,9 +6,11 @@ Public API::
     corruptions.apply(images, name, severity, seed=0, indices=None, preset=None, params=None)
     corruptions.get(name)                      # the registered Corruption
     @corruptions.register(name, group=..., presets=...)   # add your own
+    # chunk_values=corruptions.DEFAULT_CHUNK_VALUES: let apply run it chunk by chunk on CPU
     corruptions.load_plugin("my_corruption.py")
     corruptions.corrupt(img, severity, "fog", seed=0)   # imagecorruptions drop-in (numpy/PIL)
     corruptions.get_corruption_names("validation")
+    corruptions.set_compiled_hash(True)        # torch.compile'd random bits: same values, faster
 
 Depends on torch and Pillow (image files and the JPEG codec) only.
 """
@@ -16,6 +18,7 @@ Depends on torch and Pillow (image files and the JPEG codec) only.
 from corruptions.compat import corrupt, get_corruption_names
 from corruptions.registry import (
     COMMON,
+    DEFAULT_CHUNK_VALUES,
     EXTRA,
     GROUPS,
     PRESETS,
@@ -29,12 +32,13 @@ from corruptions.registry import (
     preset_for_size,
     register,
 )
-from corruptions.rng import SampleRNG
+from corruptions.rng import SampleRNG, compiled_hash_enabled, set_compiled_hash
 
 __version__ = "0.1.0"
 
 __all__ = [
     "COMMON",
+    "DEFAULT_CHUNK_VALUES",
     "EXTRA",
     "GROUPS",
     "PRESETS",
@@ -44,10 +48,12 @@ __all__ = [
     "apply",
     "check_severity",
     "corrupt",
+    "compiled_hash_enabled",
     "get",
     "get_corruption_names",
     "load_plugin",
     "names",
     "preset_for_size",
     "register",
+    "set_compiled_hash",
 ]

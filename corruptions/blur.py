@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from corruptions import ops
-from corruptions.registry import CorruptionError, register
+from corruptions.registry import DEFAULT_CHUNK_VALUES, CorruptionError, register
 from corruptions.rng import SampleRNG
 
 
@@ -53,6 +53,7 @@ def _int_param(name: str, key: str, value: object, low: int) -> int:
 
 @register(
     "gaussian_blur",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="extra",
     presets={
         "cifar": [0.4, 0.6, 0.7, 0.8, 1.0],
@@ -74,6 +75,7 @@ def gaussian_blur(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.T
 
 @register(
     "defocus_blur",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="blur",
     presets={
         "cifar": [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
@@ -150,6 +152,7 @@ def _clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
 
 @register(
     "zoom_blur",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="blur",
     presets={
         "cifar": [(z,) for z in _ZOOM_SMALL],
@@ -231,6 +234,7 @@ def glass_sources(
 
 @register(
     "glass_blur",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="blur",
     presets={
         "cifar": [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)],

@@ -22,7 +22,7 @@ import math
 import torch
 
 from corruptions import ops
-from corruptions.registry import CorruptionError, register
+from corruptions.registry import DEFAULT_CHUNK_VALUES, CorruptionError, register
 from corruptions.rng import SampleRNG
 
 
@@ -84,6 +84,7 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
 
 @register(
     "contrast",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="digital",
     presets={
         "cifar": [0.75, 0.5, 0.4, 0.3, 0.15],
@@ -107,6 +108,7 @@ def contrast(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor
 
 @register(
     "brightness",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="weather",
     presets={
         "cifar": [0.05, 0.1, 0.15, 0.2, 0.3],
@@ -128,6 +130,7 @@ def brightness(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tens
 
 @register(
     "saturate",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="extra",
     presets={
         "cifar": [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)],
@@ -181,29 +184,41 @@ def _pil_box_coeffs(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Te
     return idx, kk
 
 
+@functools.lru_cache(maxsize=256)
+def _pil_box_taps(in_size: int, out_size: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...] | torch.Tensor:
+    """The nonzero tap columns (source index, weight) of :func:`_pil_box_coeffs`, or, when
+    every output pixel copies one source pixel (weight 1.0: upsampling), its source indices."""
+    idx, kk = _pil_box_coeffs(in_size, out_size)
+    one = 1 << _PRECISION_BITS
+    if bool(((kk == one).sum(1) == 1).all()) and bool(((kk == 0) | (kk == one)).all()):
+        return (idx * (kk == one)).sum(1)
+    return tuple((idx[:, t], kk[:, t]) for t in range(idx.shape[1]) if bool(kk[:, t].any()))
+
+
 def _pil_box_axis(levels: torch.Tensor, out_size: int, dim: int) -> torch.Tensor:
     """Resample integer levels (N, C, H, W) along ``dim`` (2 or 3) exactly like Pillow 8bpc.
 
-    One gather-multiply-add per filter tap (no (..., out, taps) intermediate). int32 is
-    exact: a sum is at most 255 * (2**22 + taps / 2) + 2**21 < 2**31.
+    One gather-multiply-add per filter tap (no (..., out, taps) intermediate); a plain
+    gather where each output pixel copies one input pixel, as Pillow's BOX filter does
+    when upsampling ((L * 2**22 + 2**21) >> 22 = L). int32 is exact: a sum is at most
+    255 * (2**22 + taps / 2) + 2**21 < 2**31.
     """
     in_size = levels.shape[dim]
     if in_size == out_size:
         return levels
-    idx, kk = _pil_box_coeffs(in_size, out_size)
+    taps = _pil_box_taps(in_size, out_size)
+    if isinstance(taps, torch.Tensor):
+        return levels.index_select(dim, taps.to(levels.device))
     kshape = [1] * levels.ndim
     kshape[dim] = out_size
     acc: torch.Tensor | None = None
-    for tap in range(idx.shape[1]):
-        weights = kk[:, tap]
-        if not bool(weights.any()):  # padding column of the table (CPU tensor: no device sync)
-            continue
-        term = levels.index_select(dim, idx[:, tap].to(levels.device))
+    for src, weights in taps:
+        term = levels.index_select(dim, src.to(levels.device))
         term.mul_(weights.to(device=levels.device, dtype=levels.dtype).view(kshape))
         acc = term if acc is None else acc.add_(term)
     assert acc is not None  # a box filter always has a nonzero tap column
     acc += 1 << (_PRECISION_BITS - 1)
-    return (acc >> _PRECISION_BITS).clamp_(0, 255)
+    return acc.bitwise_right_shift_(_PRECISION_BITS).clamp_(0, 255)
 
 
 def pil_box_resize(levels: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -240,8 +255,21 @@ def pil_nearest_resize(images: torch.Tensor, height: int, width: int) -> torch.T
     return images.index_select(2, rows).index_select(3, cols)
 
 
+def _pixelate_levels(levels: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
+    """Pixelate on 8-bit levels (integer tensor (N, C, H, W)): exact PIL BOX down, then up."""
+    scale = _number("pixelate", "scale", params["scale"])
+    n, c, h, w = levels.shape
+    sh, sw = int(h * scale), int(w * scale)
+    if not 0 < scale <= 1 or sh < 1 or sw < 1:
+        raise CorruptionError(
+            f"pixelate: scale must be in (0, 1] and leave >= 1 pixel, got {scale!r}"
+        )
+    return pil_box_resize(pil_box_resize(levels.to(torch.int32), sh, sw), h, w)
+
+
 @register(
     "pixelate",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="digital",
     presets={
         "cifar": [0.95, 0.9, 0.85, 0.75, 0.65],
@@ -251,19 +279,12 @@ def pil_nearest_resize(images: torch.Tensor, height: int, width: int) -> torch.T
     param_names=("scale",),
     random=False,
     description="PIL BOX resize to int(size*scale) and back",
+    levels_fn=_pixelate_levels,
 )
 def pixelate(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
     """Bit-exact PIL BOX down/up resize on the 8-bit image (as the reference's PIL path)."""
-    scale = _number("pixelate", "scale", params["scale"])
-    n, c, h, w = images.shape
-    sh, sw = int(h * scale), int(w * scale)
-    if not 0 < scale <= 1 or sh < 1 or sw < 1:
-        raise CorruptionError(
-            f"pixelate: scale must be in (0, 1] and leave >= 1 pixel, got {scale!r}"
-        )
     levels = torch.round(images * 255.0).clamp(0, 255).to(torch.int32)
-    out = pil_box_resize(pil_box_resize(levels, sh, sw), h, w)
-    return out.to(images.dtype) / 255.0
+    return _pixelate_levels(levels, params, rng).to(images.dtype) / 255.0
 
 
 # --------------------------------------------------------------------------- jpeg
@@ -271,6 +292,7 @@ def pixelate(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor
 
 @register(
     "jpeg_compression",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="digital",
     presets={
         "cifar": [80, 65, 58, 50, 40],
@@ -362,6 +384,7 @@ _SIC = 244.0 / 224.0  # the ImageNet script multiplies by 244 at 224 px
 
 @register(
     "elastic_transform",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="digital",
     presets={
         "cifar": [

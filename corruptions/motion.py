@@ -21,7 +21,7 @@ import math
 import torch
 
 from corruptions.ops import index_add_deterministic, pad2d
-from corruptions.registry import register
+from corruptions.registry import DEFAULT_CHUNK_VALUES, register
 from corruptions.rng import SampleRNG
 
 
@@ -143,6 +143,7 @@ def quantize_round(x: torch.Tensor) -> torch.Tensor:
 
 @register(
     "motion_blur",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="blur",
     presets={
         "cifar": [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)],

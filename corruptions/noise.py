@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from corruptions.registry import CorruptionError, register
+from corruptions.registry import DEFAULT_CHUNK_VALUES, CorruptionError, register
 from corruptions.rng import SampleRNG
 
 
@@ -33,6 +33,7 @@ def _positive(name: str, key: str, value: object, *, allow_zero: bool = True) ->
 
 @register(
     "gaussian_noise",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="noise",
     presets={
         "cifar": [0.04, 0.06, 0.08, 0.09, 0.10],
@@ -45,11 +46,12 @@ def _positive(name: str, key: str, value: object, *, allow_zero: bool = True) ->
 def gaussian_noise(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
     """Additive Gaussian noise."""
     sigma = _positive("gaussian_noise", "sigma", params["sigma"])
-    return images + sigma * rng.normal_icdf(*images.shape[1:], dtype=images.dtype)
+    return rng.normal_icdf(*images.shape[1:], dtype=images.dtype).mul_(sigma).add_(images)
 
 
 @register(
     "shot_noise",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="noise",
     presets={
         "cifar": [500, 250, 100, 75, 50],
@@ -66,8 +68,24 @@ def shot_noise(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tens
     return (counts.to(torch.float64) / lam).to(images.dtype)
 
 
+def _impulse_masks(images: torch.Tensor, params: dict, rng: SampleRNG) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hit, salt) bool masks: each value is hit w.p. amount, a hit is salt (1) w.p. 1/2."""
+    amount = _positive("impulse_noise", "amount", params["amount"])
+    if amount > 1:
+        raise CorruptionError(f"impulse_noise: amount must be in [0, 1], got {amount!r}")
+    flipped, salted = rng.bernoulli((amount, 0.5), *images.shape[1:])  # on the integer bits
+    return flipped, salted
+
+
+def _impulse_levels(levels: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
+    """impulse_noise on 8-bit levels: hits become 255 (salt) or 0 (pepper), exactly."""
+    flipped, salted = _impulse_masks(levels, params, rng)
+    return torch.where(flipped, salted.to(levels.dtype) * 255, levels)
+
+
 @register(
     "impulse_noise",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="noise",
     presets={
         "cifar": [0.01, 0.02, 0.03, 0.05, 0.07],
@@ -76,21 +94,17 @@ def shot_noise(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tens
     },
     param_names=("amount",),
     description="salt and pepper: each value w.p. amount set to 0 or 1 (half each)",
+    levels_fn=_impulse_levels,
 )
 def impulse_noise(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
     """skimage.util.random_noise(mode='s&p', salt_vs_pepper=0.5) semantics, per value."""
-    amount = _positive("impulse_noise", "amount", params["amount"])
-    if amount > 1:
-        raise CorruptionError(f"impulse_noise: amount must be in [0, 1], got {amount!r}")
-    shape = images.shape[1:]
-    flipped = rng.uniform(*shape, dtype=torch.float64) <= amount
-    salted = rng.uniform(*shape, dtype=torch.float64) <= 0.5
-    out = torch.where(flipped & salted, torch.ones_like(images), images)
-    return torch.where(flipped & ~salted, torch.zeros_like(images), out)
+    flipped, salted = _impulse_masks(images, params, rng)
+    return torch.where(flipped, salted.to(images.dtype), images)
 
 
 @register(
     "speckle_noise",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="extra",
     presets={
         "cifar": [0.06, 0.10, 0.12, 0.16, 0.20],
@@ -103,4 +117,5 @@ def impulse_noise(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.T
 def speckle_noise(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
     """Multiplicative Gaussian noise."""
     sigma = _positive("speckle_noise", "sigma", params["sigma"])
-    return images + images * (sigma * rng.normal_icdf(*images.shape[1:], dtype=images.dtype))
+    z = rng.normal_icdf(*images.shape[1:], dtype=images.dtype)
+    return z.mul_(sigma).mul_(images).add_(images)

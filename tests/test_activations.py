@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 from typer.testing import CliRunner
 
 from robustbench_act import activations as A
+from robustbench_act import layeract
 from robustbench_act.activations import (
     ANAct,
     LayerAct,
@@ -351,6 +352,53 @@ def test_layeract_bf16_autocast_uses_fp32_statistics() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         m(xg).float().sum().backward()
     assert xg.grad is not None and xg.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_layeract_cpu_chunks_match_the_whole_tensor(
+    scale: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunk-by-chunk CPU kernel (2 samples per chunk here) computes the same function."""
+    g = torch.Generator().manual_seed(5)
+    cases = [
+        ("sample", torch.randn(5, 4, 3, 3, generator=g, dtype=torch.float64) * 3 + 1),
+        ("last", torch.randn(5, 3, 6, generator=g, dtype=torch.float64) * 3 - 1),
+        ("sample", torch.randn(5, 4, 3, 3, generator=g).to(memory_format=torch.channels_last)),
+    ]
+    for dims, x in cases:
+        m = get_activation(f"la_{scale}(dims={dims!r}, alpha=0.01)")
+        gout = torch.randn(x.shape, generator=g, dtype=x.dtype)
+        results = []
+        for chunk in (10**9, 2 * x[0].numel()):
+            monkeypatch.setattr(layeract, "CHUNK_ELEMENTS", chunk)
+            xr = x.clone().requires_grad_()
+            y = m(xr)
+            y.backward(gout)
+            results.append((y, xr.grad))
+        tol = 1e-13 if x.dtype == torch.float64 else 1e-6
+        torch.testing.assert_close(results[1], results[0], rtol=tol, atol=tol)
+        assert results[1][0].stride() == results[0][0].stride()
+    monkeypatch.setattr(layeract, "CHUNK_ELEMENTS", 4 * 3 * 3)  # one sample per chunk
+    x = cases[0][1][:3].clone().requires_grad_()
+    assert torch.autograd.gradcheck(get_activation(f"la_{scale}(alpha=0.01)"), (x,), eps=1e-6,
+                                    atol=1e-7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        xb = cases[0][1].to(torch.bfloat16).requires_grad_()
+        yb = get_activation(f"la_{scale}")(xb)
+        yb.float().sum().backward()
+    assert yb.dtype == torch.bfloat16 and xb.grad is not None and xb.grad.dtype == torch.bfloat16
+
+
+def test_layeract_traces_without_graph_breaks() -> None:
+    """torch.compile of a model with LayerAct keeps one graph (forward and backward)."""
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), get_activation("la_silu"), torch.nn.Flatten(),
+        torch.nn.Linear(4 * 6 * 6, 2), get_activation("la_gelu(dims='last')"),
+    )
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 8, 8))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
 
 
 def test_layeract_saves_less_than_autograd_reference() -> None:

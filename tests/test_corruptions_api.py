@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import types
 
 import pytest
@@ -143,6 +144,49 @@ def test_deterministic_and_batch_independent(name):
     head = corruptions.apply(x[:3], name, 4, seed=7)
     tail = corruptions.apply(x[3:], name, 4, seed=7, indices=range(3, 8))
     assert torch.equal(torch.cat([head, tail]), full), "result must not depend on the batch"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_cpu_chunks_give_the_whole_batch_result(name, clean_registry, monkeypatch):
+    """apply's chunk-by-chunk CPU path (3 samples per call here) changes no value."""
+    monkeypatch.setattr(registry, "MIN_CHUNK_SAMPLES", 1)
+    x = _images(8)
+    c = corruptions.get(name)
+    registry._REGISTRY[name] = dataclasses.replace(c, chunk_values=None)
+    whole = corruptions.apply(x, name, 4, seed=7, indices=range(5, 13))
+    whole_f = corruptions.apply(x.float() / 255, name, 4, seed=7, quantize=False)
+    registry._REGISTRY[name] = dataclasses.replace(c, chunk_values=3 * 3 * 32 * 32)
+    assert torch.equal(corruptions.apply(x, name, 4, seed=7, indices=range(5, 13)), whole)
+    assert torch.equal(corruptions.apply(x.float() / 255, name, 4, seed=7, quantize=False), whole_f)
+
+
+def test_plugins_run_on_the_whole_batch_unless_they_ask_for_chunks(clean_registry, monkeypatch):
+    monkeypatch.setattr(registry, "MIN_CHUNK_SAMPLES", 1)
+    calls = []
+
+    def noisy(images, params, rng):
+        calls.append(images.shape[0])
+        return images + 0.1 * rng.uniform(*images.shape[1:])
+
+    corruptions.register("tmp_whole", group="extra", presets=[1, 2, 3, 4, 5])(noisy)
+    corruptions.register(
+        "tmp_chunked", group="extra", presets=[1, 2, 3, 4, 5], chunk_values=2 * 3 * 8 * 8
+    )(noisy)
+    x = _images(5, h=8, w=8)
+    whole = corruptions.apply(x, "tmp_whole", 1)
+    assert calls == [5]
+    calls.clear()
+    chunked = corruptions.apply(x, "tmp_chunked", 1)
+    assert calls == [2, 2, 1]
+    # the name keys the streams: same per-sample noise relation, different draws
+    assert not torch.equal(whole, chunked)
+    assert torch.equal(chunked, torch.cat([corruptions.apply(x[i : i + 1], "tmp_chunked", 1,
+                                                             indices=[i]) for i in range(5)]))
+    monkeypatch.setattr(registry, "MIN_CHUNK_SAMPLES", 4)  # large images: a floor on samples
+    calls.clear()
+    assert torch.equal(corruptions.apply(x, "tmp_chunked", 1), chunked) and calls == [4, 1]
+    with pytest.raises(corruptions.CorruptionError, match="chunk_values"):
+        corruptions.register("tmp_bad", group="extra", presets=[1, 2, 3, 4, 5], chunk_values=0)
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if n not in ("pixelate", "jpeg_compression")])

@@ -147,6 +147,18 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path: Path)
     assert meta["train_config"]["compile"] is True
 
 
+def test_bf16_autocast_trains_on_cpu(tmp_path: Path) -> None:
+    """--amp bf16 on CPU: autocast in the step (losses differ from float32), float32 weights."""
+    kw = dict(dataset="digits", activation="la_silu", progress=False, model_kwargs=TINY)
+    fp32 = train_model("cnn_small", out_dir=None, config=_tiny_cfg(epochs=1, device="cpu"), **kw)
+    bf16 = train_model("cnn_small", out_dir=tmp_path / "b", config=_tiny_cfg(epochs=1, device="cpu", amp="bf16"), **kw)
+    assert bf16.history.loss.iloc[0] == pytest.approx(fp32.history.loss.iloc[0], rel=0.05)
+    assert bf16.history.loss.iloc[0] != fp32.history.loss.iloc[0]
+    assert all(v.dtype == torch.float32 for v in _weights(tmp_path / "b").values() if v.is_floating_point())
+    _, meta = load_checkpoint(tmp_path / "b", build=False)
+    assert meta["train_config"]["amp"] == "bf16"
+
+
 def test_resume_is_bit_identical(tmp_path: Path, monkeypatch) -> None:
     cfg = _tiny_cfg(epochs=3, augment="flip", select="best")
     kw = dict(dataset="digits", config=cfg, activation="la_silu", progress=False, model_kwargs=TINY)

@@ -92,6 +92,9 @@ def main() -> None:
     missing or unparsable value), which Typer would otherwise draw as a multi-line box.
     """
     args = sys.argv[1:]
+    from robustbench_act.cpu import set_thread_defaults
+
+    set_thread_defaults()  # before any command imports torch (see robustbench_act/cpu.py)
     try:
         code = app(prog_name="actbench", args=args, standalone_mode=False)
     except typer.Abort:

@@ -1,0 +1,51 @@
+"""CPU thread defaults of the ``actbench`` commands: the cores this process may run on.
+
+The thread count changes floating-point results (reduction order), so the default is a
+property of the machine, not of the moment: the CPUs of the process's affinity mask,
+split between ``--parallel`` workers, whatever else is running. Measured side by side
+with ``benchmarks/threads.py`` (docs/benchmarks.md) on a 2-core machine shared with other
+jobs, one thread was often much faster (spinning OpenMP workers lose their cores); on such
+a machine set ``OMP_NUM_THREADS=1`` (it always wins, and the manifest records the count).
+:func:`free_cpus` (allowed CPUs minus the load average) is there for scripts that prefer
+speed over run-to-run identity; no command uses it by default. The wait policy is left
+alone (passive workers made bf16 training 4x slower under load).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+
+
+def allowed_cpus() -> int:
+    """Number of CPUs this process may run on (its affinity mask; the core count without one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def free_cpus() -> int:
+    """Allowed CPUs not kept busy by other processes (1-minute load average), at least 1."""
+    allowed = allowed_cpus()
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this platform
+        return allowed
+    return max(1, min(allowed, allowed - round(busy)))
+
+
+def default_threads(processes: int = 1) -> int:
+    """Intra-op threads per process when ``processes`` processes share the allowed CPUs."""
+    return max(1, allowed_cpus() // max(1, processes))
+
+
+def set_thread_defaults(env: MutableMapping[str, str] = os.environ) -> int | None:
+    """``OMP_NUM_THREADS = default_threads()`` unless set; the value set (None: left alone).
+
+    Effective for torch only before it is first imported (its OpenMP pool reads it then).
+    """
+    if env.get("OMP_NUM_THREADS"):
+        return None
+    n = default_threads()
+    env["OMP_NUM_THREADS"] = str(n)
+    return n

@@ -1,0 +1,28 @@
+"""Shared image operations of the corruptions package against numpy's own padding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from corruptions.ops import pad2d
+
+# scipy.ndimage border names -> numpy.pad modes
+NUMPY_MODE = {"reflect": "symmetric", "mirror": "reflect", "nearest": "edge", "wrap": "wrap",
+              "constant": "constant"}
+
+
+@pytest.mark.parametrize("mode", sorted(NUMPY_MODE))
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (4, 5, 7), (5, 7), (1, 1, 1, 6)])
+@pytest.mark.parametrize("pads", [((2, 1), (0, 0)), ((0, 0), (3, 2)), ((1, 2), (2, 1)), ((6, 9), (8, 7))])
+def test_pad2d_equals_numpy_pad(mode: str, shape: tuple[int, ...], pads) -> None:
+    """Native F.pad paths (short pads) and index gathers (long pads) give numpy's values."""
+    x = torch.arange(float(np.prod(shape))).reshape(shape)
+    (top, bottom), (left, right) = pads
+    if mode in ("mirror",) and 1 in shape[-2:]:
+        pytest.skip("numpy's reflect of a single pixel is undefined")
+    want = np.pad(x.numpy(), [(0, 0)] * (len(shape) - 2) + [(top, bottom), (left, right)],
+                  mode=NUMPY_MODE[mode])
+    got = pad2d(x, (top, bottom), (left, right), mode)
+    assert np.array_equal(got.numpy(), want)

@@ -1,0 +1,53 @@
+"""CPU thread defaults: thread pools sized by the CPUs of the affinity mask (not the moment's load), set by the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from robustbench_act import cpu
+
+
+def test_threads_follow_the_affinity_mask_and_the_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    want = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert cpu.allowed_cpus() == want
+    monkeypatch.setattr(cpu, "allowed_cpus", lambda: 16)
+    for load, free in ((0.2, 16), (3.6, 12), (15.4, 1), (40.0, 1)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert cpu.free_cpus() == free
+    # the default does not follow the load: the same command gives the same thread count
+    monkeypatch.setattr(os, "getloadavg", lambda: (4.0, 4.0, 4.0))
+    assert cpu.default_threads() == 16 and cpu.default_threads(5) == 3 and cpu.default_threads(99) == 1
+
+
+def test_omp_num_threads_is_a_default_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu, "default_threads", lambda processes=1: 3)
+    env: dict[str, str] = {}
+    assert cpu.set_thread_defaults(env) == 3 and env == {"OMP_NUM_THREADS": "3"}
+    env = {"OMP_NUM_THREADS": "7"}
+    assert cpu.set_thread_defaults(env) is None and env == {"OMP_NUM_THREADS": "7"}
+
+
+@pytest.mark.parametrize("preset", [None, "1"])
+def test_cli_sizes_torch_threads_before_torch_loads(preset: str | None) -> None:
+    """A command's torch gets the thread count the CLI set (or the user's OMP_NUM_THREADS)."""
+    code = (
+        "import os, sys\n"
+        "from robustbench_act import cli\n"
+        "sys.argv = ['actbench', 'activations']\n"
+        "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+        "import torch\n"
+        "print('THREADS', torch.get_num_threads(), os.environ.get('OMP_NUM_THREADS'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if preset:
+        env["OMP_NUM_THREADS"] = preset
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    _, got, env_value = next(ln for ln in out.splitlines() if ln.startswith("THREADS")).split()
+    assert got == env_value and 1 <= int(got) <= cpu.allowed_cpus()
+    if preset:
+        assert got == preset
