@@ -13,6 +13,8 @@ at 32 px (cifar preset) and at 224 px (imagenet preset), and hashes
 ``--save FILE`` writes the digests as JSON; ``--check FILE`` compares and exits 1 listing
 the (size, corruption) pairs that changed. Digests are for one machine and torch build
 (float kernels may differ across CPU instruction sets); compare runs on the same machine.
+Frost uses the procedural texture here whatever is installed (the photographs an installed
+imagecorruptions provides are data, not code: they would make the digest depend on the venv).
 
 Usage: python benchmarks/stream_digest.py --check benchmarks/stream_digests.json
 """
@@ -67,6 +69,9 @@ def digests(sizes: tuple[tuple[int, int], ...] = SIZES, names: list[str] | None 
 
 def main(argv: list[str] | None = None) -> int:
     """Compute the digests; save them or compare them with a saved file."""
+    from corruptions import weather
+
+    weather.set_frost_images("procedural")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--save", type=Path, help="write the digests to this JSON file")
