@@ -42,7 +42,7 @@ import torch  # noqa: E402
 from _harness import check_clock, interleaved, print_table, ratio, sample_photos  # noqa: E402
 
 import corruptions  # noqa: E402
-import corruptions.weather  # noqa: E402
+import corruptions.frost  # noqa: E402
 
 # ----------------------------------------------------------------------------- numpy references
 
@@ -131,7 +131,7 @@ _FROST_TEXTURES: dict[int, list[np.ndarray]] = {}
 def np_frost(x: np.ndarray, p: dict, rng: np.random.Generator) -> np.ndarray:
     size = x.shape[0]
     if size not in _FROST_TEXTURES:  # stands for the reference's (per-call!) cv2.imread + resize
-        bank = corruptions.weather.frost_texture_bank(size, size)
+        bank = corruptions.frost.frost_texture_bank(size, size)
         _FROST_TEXTURES[size] = [
             (t.permute(1, 2, 0).numpy() * 255).astype(np.float64) for t in bank
         ]

@@ -69,9 +69,9 @@ def digests(sizes: tuple[tuple[int, int], ...] = SIZES, names: list[str] | None 
 
 def main(argv: list[str] | None = None) -> int:
     """Compute the digests; save them or compare them with a saved file."""
-    from corruptions import weather
+    from corruptions import frost as frost_mod
 
-    weather.set_frost_images("procedural")
+    frost_mod.set_frost_images("procedural")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--save", type=Path, help="write the digests to this JSON file")

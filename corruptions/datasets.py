@@ -442,7 +442,7 @@ def _export_into(tmp: Path, dataset: Any, corr_list: list[str], sev_list: list[i
 def _export_manifest(dataset: Any, corr_list: list[str], sev_list: list[int], shape: tuple[int, ...],
                      classes: list[str], *, seed: int, format: str, preset: str | None) -> dict[str, Any]:  # fmt: skip
     """What an exported folder holds and how it was made (versions, preset, parameters, frost source)."""
-    from corruptions import weather
+    from corruptions.frost import frost_info, frost_source
 
     c, h, w = shape
     used_preset = preset or preset_for_size(h, w)
@@ -456,8 +456,8 @@ def _export_manifest(dataset: Any, corr_list: list[str], sev_list: list[int], sh
                    if used_preset in get(name).presets else None for name in corr_list},
         "image_count": len(dataset), "image_shape": [c, h, w], "classes": classes or None,
         "dataset": getattr(dataset, "name", type(dataset).__name__),
-        "frost_source": weather.frost_source() if "frost" in corr_list else None,
-        "frost": weather.frost_info() if "frost" in corr_list else None,
+        "frost_source": frost_source() if "frost" in corr_list else None,
+        "frost": frost_info() if "frost" in corr_list else None,
         "quantization": "uint8(x * 255) truncation, as the published files",
         "indices": "image i of the dataset is sample index i (corruptions.apply(..., indices=[i]))",
         "versions": _versions(),

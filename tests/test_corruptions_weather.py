@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 import corruptions
+from corruptions import frost as frost_mod
 from corruptions import motion, weather
 from corruptions.ops import filter2d_per_sample
 from corruptions.rng import SampleRNG
@@ -286,13 +287,13 @@ def test_spatter_water_is_pale_turquoise():
 
 def test_frost_texture_statistics():
     for s in (32, 64):
-        bank = weather.frost_texture_bank(s, s)
+        bank = frost_mod.frost_texture_bank(s, s)
         assert bank.shape == (5, 3, 3 * s, 3 * s)
         mean = bank.mean(dim=(0, 2, 3))
         assert 0.38 < float(mean.mean()) < 0.52
         assert mean[2] > mean[1] > mean[0]  # slight blue cast
         assert float(bank.std()) > 0.08  # textured, not a flat veil
-        assert torch.equal(bank, weather.frost_texture_bank(s, s))  # cached, deterministic
+        assert torch.equal(bank, frost_mod.frost_texture_bank(s, s))  # cached, deterministic
 
 
 def test_frost_uses_user_photographs(tmp_path, monkeypatch):
@@ -303,27 +304,27 @@ def test_frost_uses_user_photographs(tmp_path, monkeypatch):
         Image.new("RGB", (90 + 7 * i, 70), c).save(tmp_path / f"f{i}.png")
     x = torch.rand(6, 3, 32, 32)
     try:
-        weather.set_frost_images(tmp_path)
-        assert weather.frost_source() == str(tmp_path)
+        frost_mod.set_frost_images(tmp_path)
+        assert frost_mod.frost_source() == str(tmp_path)
         y = corruptions.apply(x, "frost", 5, quantize=False)
     finally:
-        weather.set_frost_images(None)
+        frost_mod.set_frost_images(None)
     cands = torch.stack(
         [(0.75 * x + 0.45 * torch.tensor(c).view(1, 3, 1, 1) / 255.0).clamp(0, 1) for c in colors]
     )
     err = (cands - y.unsqueeze(0)).abs().amax(dim=(2, 3, 4))  # (colour, sample)
     assert (err.amin(dim=0) < 1e-6).all()
     monkeypatch.setenv("ACTBENCH_FROST_DIR", str(tmp_path))
-    assert weather.frost_source() == str(tmp_path)
+    assert frost_mod.frost_source() == str(tmp_path)
     small = corruptions.apply(
         torch.rand(2, 3, 224, 224), "frost", 1, quantize=False
     )  # photos upscaled
     assert torch.isfinite(small).all()
     monkeypatch.delenv("ACTBENCH_FROST_DIR")
-    monkeypatch.setattr(weather, "FROST_PACKAGES", ())  # no package's photographs either
-    assert weather.frost_source() == "procedural"
+    monkeypatch.setattr(frost_mod, "FROST_PACKAGES", ())  # no package's photographs either
+    assert frost_mod.frost_source() == "procedural"
     with pytest.raises(corruptions.CorruptionError, match="not found"):
-        weather.set_frost_images(tmp_path / "nope")
+        frost_mod.set_frost_images(tmp_path / "nope")
 
 
 # --------------------------------------------------------------------------- all five

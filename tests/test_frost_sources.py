@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 import corruptions
-from corruptions import weather
+from corruptions import frost as frost_mod
 from corruptions.datasets import export_c_dataset
 from robustbench_act.data import ImageDataset
 from robustbench_act.errors import UserError
@@ -38,7 +38,7 @@ def fake_package(tmp_path: Path, monkeypatch) -> Path:
     (pkg / "__init__.py").write_text("raise ImportError('must not be imported')\n")
     _photos(pkg / "frost")
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setattr(weather, "FROST_PACKAGES", (("fakefrostpkg", "frost"),))
+    monkeypatch.setattr(frost_mod, "FROST_PACKAGES", (("fakefrostpkg", "frost"),))
     monkeypatch.delenv("ACTBENCH_FROST_DIR", raising=False)
     return pkg / "frost"
 
@@ -50,10 +50,10 @@ def _layer_colours(x: torch.Tensor) -> set[tuple[int, ...]]:
 
 
 def test_installed_package_photographs_are_used_without_importing_it(fake_package: Path) -> None:
-    info = weather.frost_info()
+    info = frost_mod.frost_info()
     assert info == {"source": "package", "path": str(fake_package), "package": "fakefrostpkg",
-                    "digest": weather.frost_digest(fake_package)}
-    assert "installed fakefrostpkg package" in weather.frost_description()
+                    "digest": frost_mod.frost_digest(fake_package)}
+    assert "installed fakefrostpkg package" in frost_mod.frost_description()
     seen = _layer_colours(torch.zeros(40, 3, 32, 32))
     assert seen <= set(COLOURS[:5]) and len(seen) >= 3  # frost6 is never drawn (randint(5))
     assert "fakefrostpkg" not in sys.modules
@@ -65,22 +65,22 @@ def test_precedence_folder_then_environment_then_package_then_procedural(
     given = _photos(tmp_path / "given", [(7, 8, 9)])
     monkeypatch.setenv("ACTBENCH_FROST_DIR", str(env_dir))
     try:
-        weather.set_frost_images(given)
-        assert weather.frost_info()["source"] == "folder"
+        frost_mod.set_frost_images(given)
+        assert frost_mod.frost_info()["source"] == "folder"
         assert _layer_colours(torch.zeros(4, 3, 32, 32)) == {(7, 8, 9)}
-        weather.set_frost_images("procedural")  # forces the texture over everything
-        assert weather.frost_info()["source"] == "procedural"
+        frost_mod.set_frost_images("procedural")  # forces the texture over everything
+        assert frost_mod.frost_info()["source"] == "procedural"
     finally:
-        weather.set_frost_images(None)
-    assert weather.frost_info() == {"source": "environment", "path": str(env_dir), "package": None,
-                                    "digest": weather.frost_digest(env_dir)}
+        frost_mod.set_frost_images(None)
+    assert frost_mod.frost_info() == {"source": "environment", "path": str(env_dir), "package": None,
+                                    "digest": frost_mod.frost_digest(env_dir)}
     assert _layer_colours(torch.zeros(4, 3, 32, 32)) == {(1, 2, 3)}
     monkeypatch.setenv("ACTBENCH_FROST_DIR", "procedural")
-    assert weather.frost_source() == "procedural" and "procedural ice texture" in weather.frost_description()
+    assert frost_mod.frost_source() == "procedural" and "procedural ice texture" in frost_mod.frost_description()
     monkeypatch.delenv("ACTBENCH_FROST_DIR")
-    assert weather.frost_info()["source"] == "package"
-    monkeypatch.setattr(weather, "FROST_PACKAGES", (("fakefrostpkg", "no_such_folder"),))
-    assert weather.frost_info()["source"] == "procedural"  # a package without the photographs
+    assert frost_mod.frost_info()["source"] == "package"
+    monkeypatch.setattr(frost_mod, "FROST_PACKAGES", (("fakefrostpkg", "no_such_folder"),))
+    assert frost_mod.frost_info()["source"] == "procedural"  # a package without the photographs
 
 
 def test_export_manifest_records_the_frost_source(fake_package: Path, tmp_path: Path) -> None:
@@ -88,7 +88,7 @@ def test_export_manifest_records_the_frost_source(fake_package: Path, tmp_path: 
                       images=torch.zeros(3, 3, 32, 32, dtype=torch.uint8), labels=[0, 1, 0])  # fmt: skip
     out = export_c_dataset(ds, tmp_path / "c", corruptions="frost,contrast", severities=[1])
     man = json.loads((out / "manifest.json").read_text())
-    assert man["frost"] == weather.frost_info() and man["frost"]["source"] == "package"
+    assert man["frost"] == frost_mod.frost_info() and man["frost"]["source"] == "package"
     assert man["frost_source"] == str(fake_package)
     none = export_c_dataset(ds, tmp_path / "d", corruptions="contrast", severities=[1])
     assert json.loads((none / "manifest.json").read_text())["frost"] is None
@@ -141,17 +141,17 @@ def test_frost_sources_compare_by_the_photographs_not_their_path(tmp_path: Path,
     b = _photos(tmp_path / "b")
     other = _photos(tmp_path / "c", colours=[(1, 2, 3)] * 6)
     monkeypatch.setenv("ACTBENCH_FROST_DIR", str(a))
-    info_a = weather.frost_info()
+    info_a = frost_mod.frost_info()
     monkeypatch.setenv("ACTBENCH_FROST_DIR", str(b))
-    info_b = weather.frost_info()
+    info_b = frost_mod.frost_info()
     assert info_a["path"] != info_b["path"] and info_a["digest"] == info_b["digest"]
-    assert weather.same_frost(info_a, info_b)
+    assert frost_mod.same_frost(info_a, info_b)
     monkeypatch.setenv("ACTBENCH_FROST_DIR", str(other))
-    assert not weather.same_frost(info_a, weather.frost_info())
+    assert not frost_mod.same_frost(info_a, frost_mod.frost_info())
     monkeypatch.setenv("ACTBENCH_FROST_DIR", "procedural")
-    proc = weather.frost_info()
-    assert proc["digest"] is None and not weather.same_frost(info_a, proc)
-    assert weather.same_frost(proc, dict(proc))
+    proc = frost_mod.frost_info()
+    assert proc["digest"] is None and not frost_mod.same_frost(info_a, proc)
+    assert frost_mod.same_frost(proc, dict(proc))
 
 
 def test_frost_dir_is_a_parameter_of_run(tmp_path: Path) -> None:
@@ -160,7 +160,7 @@ def test_frost_dir_is_a_parameter_of_run(tmp_path: Path) -> None:
     from robustbench_act.specs import RunSpec
 
     photos = _photos(tmp_path / "photos")
-    before = weather.frost_info()
+    before = frost_mod.frost_info()
     spec = RunSpec(activations=["relu"], seeds=[0], corruptions=["frost"], severities=[1], limit=16, batch_size=16,
                    probes="none", device="cpu", frost_dir=str(photos), out=str(tmp_path / "r"))  # fmt: skip
     from robustbench_act import train
@@ -173,7 +173,7 @@ def test_frost_dir_is_a_parameter_of_run(tmp_path: Path) -> None:
         train.RECIPES["digits"].clear()
         train.RECIPES["digits"].update(saved)
     frost = out.manifest["config"]["frost"]
-    assert frost["source"] == "folder" and frost["digest"] == weather.frost_digest(photos)
-    assert weather.frost_info() == before  # the global default is untouched afterwards
+    assert frost["source"] == "folder" and frost["digest"] == frost_mod.frost_digest(photos)
+    assert frost_mod.frost_info() == before  # the global default is untouched afterwards
     with pytest.raises(UserError, match="--frost-dir"):
         RunSpec(frost_dir=str(tmp_path / "nothing"))
