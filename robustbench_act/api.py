@@ -36,7 +36,7 @@ def run(spec: Any, *, progress: Any = None, echo: Echo | None = None) -> Any:
 def _run_evaluation(spec: RunSpec, *, progress: Any = None, echo: Echo | None = None,
                     on_trained: Callable[[str, Any], None] | None = None) -> Any:  # fmt: skip
     """``actbench run``: the embedded default, or the evaluation of checkpoints."""
-    from corruptions.weather import frost_images
+    from corruptions.frost import frost_images
 
     with frost_images(spec.frost_dir):
         return _evaluation(spec, progress=progress, echo=echo, on_trained=on_trained)
@@ -100,7 +100,7 @@ def _run_sweep(spec: SweepSpec, *, progress: Any = None, echo: Echo | None = Non
         eval_batch_size=spec.batch_size, device=spec.device, amp=spec.amp, root=spec.root, download=spec.download,
         frost_dir=spec.frost_dir,
     )  # fmt: skip
-    from corruptions.weather import frost_images
+    from corruptions.frost import frost_images
 
     with frost_images(spec.frost_dir):  # the sweep's checks see it; each cell process sets it too
         table, combined = run_sweep(cells, opts, shard=shard, parallel=spec.parallel, dry_run=spec.dry_run,

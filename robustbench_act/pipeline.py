@@ -73,7 +73,7 @@ def frost_provenance(corruptions: Sequence[str]) -> dict[str, Any] | None:
     """Where the frost corruption's textures come from (photographs or procedural), when frost is run."""
     if "frost" not in corruptions:
         return None
-    from corruptions.weather import frost_info
+    from corruptions.frost import frost_info
 
     return frost_info()
 

@@ -77,7 +77,7 @@ LEGACY_FROST = {"source": "procedural", "path": None, "package": None}
 def _same(key: str, old: Any, new: Any) -> bool:
     """Whether a resume key agrees (the frost source by what it draws from, not where it lies)."""
     if key == "frost":
-        from corruptions.weather import same_frost
+        from corruptions.frost import same_frost
 
         return same_frost(old, new)
     return old == new

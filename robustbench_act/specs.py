@@ -55,7 +55,7 @@ def _frost_dir(value: Any) -> str | None:
     """A frost photograph folder (checked now: a bad one is a one-line error) or "procedural"."""
     if value is None or str(value) == "procedural":
         return None if value is None else "procedural"
-    from corruptions.weather import _frost_files
+    from corruptions.frost import _frost_files
 
     try:
         _frost_files(Path(value))

@@ -242,7 +242,7 @@ def run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict[
 def _run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict[str, Any]:
     import torch
 
-    from corruptions.weather import frost_images
+    from corruptions.frost import frost_images
 
     if opts.threads:
         torch.set_num_threads(opts.threads)
@@ -391,7 +391,7 @@ def check_frost_source(out: Path, cells: Sequence[Cell], corruptions: Sequence[s
     Without this, installing imagecorruptions mid-sweep would mix frost photographs and
     the procedural texture across the cells of one comparison.
     """
-    from corruptions.weather import same_frost
+    from corruptions.frost import same_frost
     from robustbench_act.pipeline import frost_provenance
     from robustbench_act.results import LEGACY_FROST, read_manifest
 

@@ -116,7 +116,7 @@ def list_command(
         group = r["group"] + ("" if r["benchmark"] else " (extra)" if r["group"] != "extra" else "")
         t.add_row(r["name"], group, "yes" if r["random"] else "no", ", ".join(r["params"]), sev)
     Console(highlight=False, soft_wrap=False).print(t)
-    from corruptions.weather import frost_description
+    from corruptions.frost import frost_description
 
     Console(highlight=False, soft_wrap=True).print(frost_description(), markup=False)
 
@@ -316,11 +316,11 @@ def export_command(
     ),
 ) -> None:
     """Write a CIFAR-10-C / ImageNet-C style copy of a dataset (atomic: all or nothing)."""
-    from corruptions import weather
+    from corruptions.frost import frost_description, frost_images
 
     ds, selected, sevs = _export_inputs(dataset, out, fmt, corruption_spec, severities, limit, split, preset,
                                         batch_size, device, root, overwrite, plugin)  # fmt: skip
-    with weather.frost_images(frost_dir):
+    with frost_images(frost_dir):
         from robustbench_act.pipeline import check_plugins
 
         also = ("frost",) if frost_dir is not None else ()  # user code and files fail before any output
@@ -330,7 +330,7 @@ def export_command(
     typer.echo(f"wrote {path} ({len(ds)} images x {len(selected)} corruptions x {len(sevs)} severities, {fmt})")
     frost = json.loads((path / "manifest.json").read_text(encoding="utf-8")).get("frost")
     if frost:
-        typer.echo(weather.frost_description(frost))
+        typer.echo(frost_description(frost))
 
 
 def _export_inputs(dataset: str, out: Path, fmt: str, corruption_spec: str, severities: str, limit: int | None,

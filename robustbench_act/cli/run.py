@@ -187,6 +187,12 @@ def run_command(
     Without --checkpoint this is the embedded default: train cnn_small per activation on the
     bundled digits, evaluate all on the 19 corruptions x 5 severities, print the comparison.
     """
+    options = dict(locals())  # the options, named as RunSpec's fields
+    execute(options, as_json=options.pop("as_json"), quiet=options.pop("quiet"))
+
+
+def execute(options: dict[str, Any], *, as_json: bool, quiet: bool) -> None:
+    """Options -> RunSpec -> ``robustbench_act.run`` -> rendering; Ctrl-C says how to resume."""
     from robustbench_act import distributed as dist
     from robustbench_act.api import run
     from robustbench_act.evaluate import init_distributed
@@ -195,16 +201,13 @@ def run_command(
     init_distributed()
     prog = _Progress(quiet)
     try:
-        spec = RunSpec(checkpoint=as_tuple(checkpoint), model=model, activation=activation,
-                       activations=() if activations is None else activations, order=order, dataset=dataset,
-                       root=root, download=download, corruptions=corruptions, severities=severities, seeds=seeds,
-                       corruption_seed=corruption_seed, limit=limit, batch_size=batch_size, device=device, amp=amp,
-                       plugin=as_tuple(plugin), probes=probes, mean=mean, std=std, normalize=normalize,
-                       baseline=baseline, preset=preset, frost_dir=frost_dir, workers=workers, resume=resume,
-                       out=out)  # fmt: skip
+        activations = options.pop("activations")
+        spec = RunSpec(**{**options, "checkpoint": as_tuple(options["checkpoint"]), "plugin": as_tuple(options["plugin"]),
+                          "activations": () if activations is None else activations})  # fmt: skip
         outcome = run(spec, progress=prog, echo=prog.line, on_trained=prog.trained)
     except KeyboardInterrupt:
         prog.stop()
+        out = options.get("out")
         where = f" --out {out}" if out is not None else ""
         Console(stderr=True).print(f"interrupted: finished cells are kept; complete the run with "
                                    f"`actbench run --resume{where}` and the same options", markup=False)
@@ -234,7 +237,7 @@ def render(outcome: Any, spec: Any, *, as_json: bool, quiet: bool) -> None:
         console.print(f"note: {line}", markup=False)
     frost = outcome.manifest.get("config", {}).get("frost")
     if frost:
-        from corruptions.weather import frost_description
+        from corruptions.frost import frost_description
 
         console.print(frost_description(frost), markup=False)
     note = " (was already complete)" if outcome.status == "already complete" else ""
