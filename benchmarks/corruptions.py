@@ -292,6 +292,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     clock = check_clock(args.clock, torch.get_num_threads())
+    # both sides crop the same procedural texture bank (an installed package's photographs
+    # would make ours load and crop photos while the numpy stand-in crops the bank)
+    corruptions.frost.set_frost_images("procedural")
     devices = ["cpu", "cuda"] if args.device == "auto" else [args.device]
     devices = [d for d in devices if not d.startswith("cuda") or torch.cuda.is_available()]
     preset = args.preset or corruptions.preset_for_size(args.size, args.size)

@@ -99,12 +99,13 @@ def jpeg_roundtrip(levels: torch.Tensor, quality: int, *, workers: int | None = 
 
     Grey images are encoded as grey JPEGs, RGB as 4:2:0 colour JPEGs, exactly as
     ``PIL.Image.fromarray(img).save(buf, 'JPEG', quality=q)``. The batch is cut into one
-    chunk per thread (Pillow releases the GIL in its codec); the result does not depend
-    on the number of threads.
+    chunk per thread (Pillow releases the GIL in its codec), as many threads as torch uses
+    (``torch.set_num_threads``) unless ``workers`` says; the result does not depend on the
+    number of threads.
     """
     n, c, h, w = levels.shape
     arrs = np.ascontiguousarray(levels.numpy().transpose(0, 2, 3, 1))
-    threads = max(1, min(workers if workers is not None else (os.cpu_count() or 1), 8, n // _MIN_CHUNK))
+    threads = max(1, min(workers if workers is not None else torch.get_num_threads(), 8, n // _MIN_CHUNK))
     if threads == 1:
         out = _jpeg_chunk(arrs, quality)
     else:
