@@ -185,10 +185,20 @@ def _floor_notes(rs: RunSet) -> list[str]:
         n = pd.to_numeric(g["n"], errors="coerce").clip(lower=1)
         at = g[g["value"] <= chance + 2.0 * np.sqrt(chance * (1 - chance) / n)]
         for act, a in at.groupby("activation", sort=False):
-            cells = ", ".join(f"{c} s{int(s)}" for c, s in zip(a["corruption"], a["severity"]))
+            cells = _cell_list(a, many_seeds=g.loc[g["activation"] == act, "seed"].nunique() > 1)
             notes.append(f"{run} {act}: {len(a)} of {len(g[g['activation'] == act])} corrupted cells at chance "
                          f"level ({chance:.1%}): {_short(cells)} (floor effect: they pull mCA down alike)")
     return notes
+
+
+def _cell_list(cells: pd.DataFrame, *, many_seeds: bool) -> str:
+    """'fog s2, fog s3', or 'seed 0: fog s2, fog s3; seed 2: fog s5' when the run holds several seeds."""
+    def names(c: pd.DataFrame) -> str:
+        return ", ".join(f"{n} s{int(v)}" for n, v in zip(c["corruption"], c["severity"]))
+
+    if not many_seeds:
+        return names(cells)
+    return "; ".join(f"seed {int(seed)}: {names(c)}" for seed, c in cells.groupby("seed"))
 
 
 def _num_classes(manifest: dict[str, Any]) -> int | None:

@@ -391,3 +391,22 @@ def test_cells_at_chance_level_are_named(tmp_path):
     make_run(tmp_path / "s", activation="silu", seed=0, write_extra=False)
     notes = " ".join(compare_runs(tmp_path).notes)
     assert "2 of 50 corrupted cells at chance level (10.0%): contrast s4, contrast s5" in notes
+
+
+def test_cells_at_chance_level_name_their_seed_when_a_run_has_several(tmp_path):
+    folder = make_run(tmp_path / "r", activation="relu", seed=0, write_extra=False)
+    df = pd.read_parquet(folder / "metrics.parquet")
+    other = df.copy()
+    other["seed"] = 1
+    df = pd.concat([df, other], ignore_index=True)
+    hit = (df.corruption == "contrast") & (df.metric == "top1") & (
+        ((df.seed == 0) & (df.severity == 5)) | ((df.seed == 1) & (df.severity >= 4)))
+    df.loc[hit, "value"] = 0.1
+    df.to_parquet(folder / "metrics.parquet")
+    man = json.loads((folder / "manifest.json").read_text())
+    man["config"]["num_classes"] = 10
+    (folder / "manifest.json").write_text(json.dumps(man))
+    make_run(tmp_path / "s", activation="silu", seed=0, write_extra=False)
+    notes = " ".join(compare_runs(tmp_path).notes)
+    assert ("3 of 100 corrupted cells at chance level (10.0%): seed 0: contrast s5; "
+            "seed 1: contrast s4, contrast s5") in notes
