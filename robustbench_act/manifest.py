@@ -11,9 +11,16 @@ from typing import Any
 
 import robustbench_act
 
+#: What "dirty" looks at, relative to the package folder: the code, not results or docs.
+_SOURCE_PATHS = (".", "../corruptions", "../pyproject.toml")
+
 
 def git_commit(path: str | Path | None = None) -> str | None:
-    """The git commit of the project source (with '-dirty' when modified), or None outside git."""
+    """The git commit of the project source (with '-dirty' when modified), or None outside git.
+
+    Dirty means a tracked change to the code (robustbench_act/, corruptions/, pyproject.toml);
+    changed result or documentation files do not change what a run computes.
+    """
     where = Path(path) if path else Path(robustbench_act.__file__).resolve().parent
     try:
         sha = subprocess.run(
@@ -22,7 +29,7 @@ def git_commit(path: str | Path | None = None) -> str | None:
         if sha.returncode != 0:
             return None
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *_SOURCE_PATHS],
             cwd=where, capture_output=True, text=True, timeout=5,
         )  # fmt: skip
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
