@@ -33,8 +33,10 @@ _LEGEND_TESTS = {
 def mark_legend(uncertainty: str = "seeds") -> str:
     """What the marks and bold cells of a table mean, for its kind of uncertainty."""
     tests = _LEGEND_TESTS.get(uncertainty, _LEGEND_TESTS["none"])
+    spread = ("± (shown with 2 or more seeds) is the std over seeds; the 95% intervals over the test "
+              "images are in the tests table" if uncertainty == "images" else "± is the std over seeds")
     return (f"Marks vs the reference ({tests}; Holm-corrected within each table over its groups and "
-            "columns). ± is the std over seeds. Bold: best mean per column (higher accuracy; lower "
+            f"columns). {spread}. Bold: best mean per column (higher accuracy; lower "
             "mCE, fluctuation, |unit mean|).")
 
 

@@ -350,11 +350,13 @@ def test_two_seeds_are_not_tested_across_seeds_but_over_images(tmp_path):
     t = compare_runs(root)
     assert t.uncertainty == "images"
     assert "bootstrap over 48 test images" in " ".join(t.notes)
+    assert "intervals over the test images are in the tests table" in t.legend
     row = t.tests[(t.tests.group == "la_silu") & (t.tests.column == "mca")].iloc[0]
     assert row["n_pairs"] == 2 and row["test"] == "none"  # the synthetic runs have no 'correct' rows
     seeds = compare_runs(root, uncertainty="seeds")
     r = seeds.tests[(seeds.tests.group == "la_silu") & (seeds.tests.column == "mca")].iloc[0]
     assert np.isnan(r["p"]) and r["mark"] == ""
+    assert "± is the std over seeds." in seeds.legend and "test images" not in seeds.legend
     with pytest.raises(UserError, match="unknown uncertainty 'sedes'"):
         compare_runs(root, uncertainty="sedes")
 
