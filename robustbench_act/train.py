@@ -39,6 +39,7 @@ which the checkpoint records (``evaluate.Normalize`` applies the same at test ti
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from collections.abc import Iterator
@@ -247,6 +248,7 @@ class _Fit:
     start_epoch: int = 0
     it: int = 0
     elapsed: float = 0.0
+    started: str | None = None  # ISO time the run (its first part, when resumed) started
 
     @property
     def main(self) -> bool:
@@ -259,6 +261,14 @@ class _Fit:
         return self.out / STATE_NAME if self.out is not None else None
 
 
+def _started_before(out: Path) -> str | None:
+    """``started`` of the manifest an interrupted run left in ``out``, if any."""
+    try:
+        return json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8")).get("started")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _fit(model: nn.Module, train_set: Any, cfg: TrainConfig, *, val_set: Any, out: Path | None,
          resume: bool, progress: bool, meta: dict[str, Any] | None) -> TrainResult:  # fmt: skip
     """The body of :func:`train` (the caller holds ``out``'s lock)."""
@@ -267,6 +277,9 @@ def _fit(model: nn.Module, train_set: Any, cfg: TrainConfig, *, val_set: Any, ou
         _restore(f)
     if out is not None and f.main:
         manifest = _manifest(cfg, f.device, f.info, f.val_set, status="running", total=f.total, n_epochs=f.n_epochs)
+        if resume:  # a resumed run started when its first part did
+            manifest["started"] = _started_before(out) or manifest["started"]
+        f.started = manifest["started"]
         atomic_write_json(out / MANIFEST_NAME, manifest)
     reporter = _Reporter(progress, f.total, f.n_epochs)
     reporter.start(f.it)
@@ -440,6 +453,7 @@ def _finish(f: _Fit) -> TrainResult:
         _write_log(out, history)
         manifest = _manifest(cfg, f.device, info, f.val_set, status="finished", total=f.total, n_epochs=f.n_epochs)
         manifest["metrics"] = full_meta["metrics"]
+        manifest["started"] = f.started or manifest["started"]
         manifest["time_s"] = history[-1]["time"] if history else 0.0
         atomic_write_json(out / MANIFEST_NAME, manifest)
     dist.barrier()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -177,8 +179,12 @@ def test_resume_is_bit_identical(tmp_path: Path, monkeypatch) -> None:
         train_model("cnn_small", out_dir=tmp_path / "cut", **kw)
     assert not (tmp_path / "cut" / "model.safetensors").exists()
     assert len(pd.read_csv(tmp_path / "cut" / "train_log.csv")) == 1
+    first_start = json.loads((tmp_path / "cut" / "manifest.json").read_text())["started"]
+    time.sleep(1.1)  # the manifest's times have one-second resolution
     monkeypatch.setattr(T, "_write_state", real)
     train_model("cnn_small", out_dir=tmp_path / "cut", resume=True, **kw)
+    man = json.loads((tmp_path / "cut" / "manifest.json").read_text())
+    assert man["status"] == "finished" and man["started"] == first_start < man["finished"]
     assert _equal(_weights(tmp_path / "full"), _weights(tmp_path / "cut"))
     assert _equal(_weights(tmp_path / "full" / "last"), _weights(tmp_path / "cut" / "last"))
     full_log = pd.read_csv(tmp_path / "full" / "train_log.csv")
