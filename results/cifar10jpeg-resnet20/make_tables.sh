@@ -1,19 +1,38 @@
 #!/usr/bin/env bash
 # Tables and report of the CIFAR-10 JPEG q75 ResNet-20 study from the committed cells
 # (run from the repository root; reads only results/cifar10jpeg-resnet20/*/eval and */clean).
+# A study whose cells are not all there yet is compared on the groups that are (at least
+# two), and says so; one with fewer than two groups is skipped with a line on stderr.
 set -euo pipefail
 D=results/cifar10jpeg-resnet20
 T=$D/tables
-cells() { for a in "$@"; do ls -d $D/resnet20-$a-s*/eval 2>/dev/null; done; }
+# the finished folders (<sub>: eval or clean) of the cells of the given activation-order stems
+cells() { local sub=$1; shift; for a in "$@"; do ls -d $D/resnet20-$a-s*/$sub 2>/dev/null || true; done; }
+# study OUT REF BY REF_STEM STEM...: compare the cells of the stems against REF (the group of
+# REF_STEM), if REF_STEM and at least one other stem have cells
+study() {
+  local out=$1 ref=$2 by=$3 ref_stem=$4; shift 4
+  if [ -z "$(cells eval "$ref_stem")" ]; then
+    echo "skip $out: the reference cells ($ref_stem) are not there yet" >&2; return 0
+  fi
+  local have=() missing=()
+  for a in "$@"; do
+    if [ -n "$(cells eval "$a")" ]; then have+=("$a"); else missing+=("$a"); fi
+  done
+  if [ ${#have[@]} -lt 2 ]; then
+    echo "skip $out: cells of ${missing[*]} not there yet" >&2; return 0
+  fi
+  [ ${#missing[@]} -eq 0 ] || echo "$out: without ${missing[*]} (not there yet)" >&2
+  actbench compare $(cells eval "${have[@]}") --by "$by" --reference "$ref" --out "$T/$out"
+}
+A=(relu-conventional silu-conventional la_silu-conventional la_hardsilu-conventional)
 # A: LayerAct against ReLU and against SiLU (conventional order)
-actbench compare $(cells relu-conventional silu-conventional la_silu-conventional la_hardsilu-conventional) \
-  --reference relu --out $T/A-vs-relu
-actbench compare $(cells relu-conventional silu-conventional la_silu-conventional la_hardsilu-conventional) \
-  --reference silu --out $T/A-vs-silu
+study A-vs-relu relu activation relu-conventional "${A[@]}"
+study A-vs-silu silu activation silu-conventional "${A[@]}"
 # B: tanh with BatchNorm before (conventional) and after (swapped) the activation
-actbench compare $(cells tanh-conventional tanh-swapped) --by order --reference conventional --out $T/B-tanh-order
+study B-tanh-order conventional order tanh-conventional tanh-conventional tanh-swapped
 # C: ANAct-normalised SiLU against SiLU
-actbench compare $(cells silu-conventional an_silu-conventional) --reference silu --out $T/C-anact
+study C-anact silu activation silu-conventional silu-conventional an_silu-conventional
 # clean accuracy of every cell on the whole 10,000-image test set
 actbench compare $(ls -d $D/resnet20-*-s*/clean) --by activation+order --reference relu/conventional \
   --out $T/clean-10k
