@@ -376,12 +376,12 @@ def _train_epoch(f: _Fit, epoch: int, reporter: _Reporter) -> dict[str, Any]:
         seen += len(y)
         f.it += 1
         if f.it % cfg.check_every == 0:
-            _check_finite(bad_at, loss_sum, epoch, f.out, f.history, f.main)
+            _check_finite(bad_at, loss_sum, epoch, f.out, f.history, f.main, autocast=f.adt is not None)
             if reporter.rich:
                 reporter.update(f.it, epoch, float(loss_sum / max(seen, 1)), float(100 * correct / max(seen, 1)))
         elif reporter.rich:
             reporter.update(f.it, epoch)  # bar only: no device sync
-    _check_finite(bad_at, loss_sum, epoch, f.out, f.history, f.main)
+    _check_finite(bad_at, loss_sum, epoch, f.out, f.history, f.main, autocast=f.adt is not None)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     dt = time.perf_counter() - t_epoch
@@ -483,7 +483,7 @@ def _first(ds: Any, n: int) -> Any:
 
 
 def _check_finite(bad_at: torch.Tensor, loss_sum: torch.Tensor, epoch: int, out: Path | None,
-                  history: list[dict[str, Any]], main: bool) -> None:  # fmt: skip
+                  history: list[dict[str, Any]], main: bool, *, autocast: bool) -> None:  # fmt: skip
     """Raise TrainingDivergedError when some iteration produced a NaN/inf loss (one device sync).
 
     Under DDP the earliest bad iteration over all ranks is agreed on, so all ranks stop together.
@@ -498,7 +498,8 @@ def _check_finite(bad_at: torch.Tensor, loss_sum: torch.Tensor, epoch: int, out:
     where = "not written (no output folder)"
     word = "nan" if math.isnan(loss) else ("inf" if math.isinf(loss) else f"{loss:.4g}")
     message = (f"training diverged at epoch {epoch + 1} iteration {i + 1} (loss={word}); "
-               f"log kept at {out / LOG_NAME if out is not None else where}; lower --lr or use --amp none")  # fmt: skip
+               f"log kept at {out / LOG_NAME if out is not None else where}; "
+               f"lower --lr{' or use --amp none' if autocast else ''}")  # fmt: skip
     if out is not None and main:
         _write_log(out, history)
         _mark_diverged(out, message, epoch + 1, i + 1)

@@ -218,6 +218,7 @@ def test_divergence_stops_with_clear_message_and_keeps_log(tmp_path: Path) -> No
         train(_NanAfter(6), ds, config=cfg, out_dir=tmp_path, progress=False)
     msg = str(err.value)
     assert "training diverged at epoch 2 iteration 7 (loss=nan)" in msg
+    assert msg.endswith("lower --lr")  # float32 training: no autocast to turn off
     assert str(tmp_path / "train_log.csv") in msg and "\n" not in msg
     assert len(pd.read_csv(tmp_path / "train_log.csv")) == 1
     assert not (tmp_path / "model.safetensors").exists()
