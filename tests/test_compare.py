@@ -381,34 +381,27 @@ def test_verbatim_copy_of_a_run_counts_once(tmp_path):
         compare_runs(tmp_path / "runs2")
 
 
-def test_cells_at_chance_level_are_named(tmp_path):
+def _floor_notes(tmp_path, at_chance, seeds=(0,)):
+    """Notes of comparing a 10-class relu run (its cells ``at_chance(df)`` at 10%) with a silu run."""
     folder = make_run(tmp_path / "r", activation="relu", seed=0, write_extra=False)
-    df = pd.read_parquet(folder / "metrics.parquet")
-    hit = (df.corruption == "contrast") & (df.severity >= 4) & (df.metric == "top1")
-    df.loc[hit, "value"] = 0.1
+    one = pd.read_parquet(folder / "metrics.parquet")
+    df = pd.concat([one.assign(seed=s) for s in seeds], ignore_index=True)
+    df.loc[(df.metric == "top1") & at_chance(df), "value"] = 0.1
     df.to_parquet(folder / "metrics.parquet")
     man = json.loads((folder / "manifest.json").read_text())
     man["config"]["num_classes"] = 10
     (folder / "manifest.json").write_text(json.dumps(man))
     make_run(tmp_path / "s", activation="silu", seed=0, write_extra=False)
-    notes = " ".join(compare_runs(tmp_path).notes)
+    return " ".join(compare_runs(tmp_path).notes)
+
+
+def test_cells_at_chance_level_are_named(tmp_path):
+    notes = _floor_notes(tmp_path, lambda df: (df.corruption == "contrast") & (df.severity >= 4))
     assert "2 of 50 corrupted cells at chance level (10.0%): contrast s4, contrast s5" in notes
 
 
 def test_cells_at_chance_level_name_their_seed_when_a_run_has_several(tmp_path):
-    folder = make_run(tmp_path / "r", activation="relu", seed=0, write_extra=False)
-    df = pd.read_parquet(folder / "metrics.parquet")
-    other = df.copy()
-    other["seed"] = 1
-    df = pd.concat([df, other], ignore_index=True)
-    hit = (df.corruption == "contrast") & (df.metric == "top1") & (
-        ((df.seed == 0) & (df.severity == 5)) | ((df.seed == 1) & (df.severity >= 4)))
-    df.loc[hit, "value"] = 0.1
-    df.to_parquet(folder / "metrics.parquet")
-    man = json.loads((folder / "manifest.json").read_text())
-    man["config"]["num_classes"] = 10
-    (folder / "manifest.json").write_text(json.dumps(man))
-    make_run(tmp_path / "s", activation="silu", seed=0, write_extra=False)
-    notes = " ".join(compare_runs(tmp_path).notes)
+    notes = _floor_notes(tmp_path, lambda df: (df.corruption == "contrast") & (
+        ((df.seed == 0) & (df.severity == 5)) | ((df.seed == 1) & (df.severity >= 4))), seeds=(0, 1))
     assert ("3 of 100 corrupted cells at chance level (10.0%): seed 0: contrast s5; "
             "seed 1: contrast s4, contrast s5") in notes
