@@ -236,15 +236,17 @@ def reference_functions(
 # ----------------------------------------------------------------------------- timing
 
 
-def _ours(x: torch.Tensor, name: str, severity: int, preset: str, compiled: bool) -> Callable[[], object]:
-    """One ``corruptions.apply`` call on the whole batch (warmed up once), eager or compiled hash."""
+def _ours(x: torch.Tensor, name: str, severity: int, preset: str, compiled: bool,
+          streams: int) -> Callable[[], object]:  # fmt: skip
+    """One ``corruptions.apply`` call on the whole batch (warmed up once), eager or compiled
+    hash, random-stream version ``streams``."""
 
     def run() -> object:
         corruptions.set_compiled_hash(compiled)
-        return corruptions.apply(x, name, severity, seed=1, preset=preset)
+        return corruptions.apply(x, name, severity, seed=1, preset=preset, streams=streams)
 
     corruptions.set_compiled_hash(compiled)
-    corruptions.apply(x[: min(4, len(x))], name, severity, preset=preset)
+    corruptions.apply(x[: min(4, len(x))], name, severity, preset=preset, streams=streams)
     return run
 
 
@@ -287,8 +289,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="wall clock, or this process's CPU time (steadier on a busy machine, 1 thread)")
     ap.add_argument("--compiled-hash", action="store_true",
                     help="also time ours with the torch.compile'd hash (corruptions.set_compiled_hash)")
+    ap.add_argument("--streams", default=str(corruptions.DEFAULT_STREAMS),
+                    help="random-stream version(s) of ours, e.g. 2 or 1,2 (one column each)")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = ap.parse_args(argv)
+    versions = [corruptions.check_streams(v) for v in args.streams.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
     clock = check_clock(args.clock, torch.get_num_threads())
@@ -301,11 +306,12 @@ def main(argv: list[str] | None = None) -> None:
     x = sample_photos(args.n, args.size)
     src, refs = ("none", {}) if args.no_ref else reference_functions(preset)
     ref_n = min(args.ref_n, args.n)
-    variants = [(d, d, False) for d in devices]
-    note = ""
+    tag = (lambda v: f" v{v}") if len(versions) > 1 else (lambda v: "")
+    variants = [(f"{d}{tag(v)}", d, False, v) for d in devices for v in versions]
+    note = f"; streams v{args.streams}"
     if args.compiled_hash:
-        variants += [(f"{d}+compiled", d, True) for d in devices]
-        note = "; first compiled draw " + ", ".join(f"{d} {compile_latency(d):.1f} s" for d in devices)
+        variants += [(f"{d}+compiled{tag(v)}", d, True, v) for d in devices for v in versions]
+        note += "; first compiled draw " + ", ".join(f"{d} {compile_latency(d):.1f} s" for d in devices)
     print(f"# {args.n} images {args.size}x{args.size}, preset {preset}, severity {args.severity}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), {args.clock} clock, "
           f"best of {args.repeat}; reference ({ref_n} images): {src}{note}", flush=True)  # fmt: skip
@@ -317,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     labels = [v[0] for v in variants]
     rows, totals = [], {k: 0.0 for k in [*labels, "ref"]}
     for name in corruptions.names(args.corruptions):
-        tasks = {lab: _ours(x.to(d), name, args.severity, preset, c) for lab, d, c in variants}
+        tasks = {lab: _ours(x.to(d), name, args.severity, preset, c, v) for lab, d, c, v in variants}
         if name in refs:
             tasks["ref"] = _reference(refs[name], x, args.severity, ref_n)
         best = interleaved(tasks, args.repeat, clock, sync)

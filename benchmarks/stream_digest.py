@@ -16,7 +16,12 @@ the (size, corruption) pairs that changed. Digests are for one machine and torch
 Frost uses the procedural texture here whatever is installed (the photographs an installed
 imagecorruptions provides are data, not code: they would make the digest depend on the venv).
 
-Usage: python benchmarks/stream_digest.py --check benchmarks/stream_digests.json
+Each random-stream version has its own file (``--streams``, default 2): stream version 1
+is ``benchmarks/stream_digests.json`` (the digests from before versioning, unchanged since),
+version 2 ``benchmarks/stream_digests_v2.json``.
+
+Usage: python benchmarks/stream_digest.py --streams 1 --check benchmarks/stream_digests.json
+       python benchmarks/stream_digest.py --streams 2 --check benchmarks/stream_digests_v2.json
 """
 
 from __future__ import annotations
@@ -78,11 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--check", type=Path, help="compare with this JSON file (exit 1 on change)")
     ap.add_argument("--corruptions", default="all", help="all, a subset name, or a,b,c")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    ap.add_argument("--streams", type=int, default=corruptions.DEFAULT_STREAMS, help="random-stream version")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    corruptions.set_stream_version(args.streams)
     got = digests(names=corruptions.names(args.corruptions), verbose=True)
     total = hashlib.sha256(json.dumps(got, sort_keys=True).encode()).hexdigest()
-    print(f"total {total} (torch {torch.__version__}, {args.threads} thread(s))")
+    print(f"total {total} (torch {torch.__version__}, {args.threads} thread(s), streams v{args.streams})")
     if args.save:
         args.save.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
         print(f"saved {args.save}")

@@ -111,7 +111,8 @@ def bench_size(corrupt: Callable, size: int, n: int, ref_n: int, args: argparse.
                  f"{1 / totals['theirs']:.0f}", *(ratio(totals["theirs"], totals[lab]) for lab, _ in variants)])
     print(f"\n# {size}x{size} px, preset imagenet, severity {args.severity}: ours on {n} images "
           f"in one batch, imagecorruptions on {len(imgs)} one by one; "
-          f"{torch.get_num_threads()} thread(s), {args.clock} clock, best of {args.repeat}")
+          f"{torch.get_num_threads()} thread(s), {args.clock} clock, best of {args.repeat}, "
+          f"streams v{corruptions.stream_version()}")
     labels = [lab for lab, _ in variants]
     print_table(["corruption", *(f"{lab} img/s" for lab in labels), "imagecorruptions img/s",
                  *(f"{lab} / imagecorruptions" for lab in labels)], rows, args.markdown)

@@ -11,6 +11,7 @@ Public API::
     corruptions.corrupt(img, severity, "fog", seed=0)   # imagecorruptions drop-in (numpy/PIL)
     corruptions.get_corruption_names("validation")
     corruptions.set_compiled_hash(True)        # torch.compile'd random bits: same values, faster
+    corruptions.using_streams(1)               # random-stream version (2 by default; 1 = old results)
 
 Depends on torch and Pillow (image files and the JPEG codec) only.
 """
@@ -33,20 +34,31 @@ from corruptions.registry import (
     register,
 )
 from corruptions.rng import SampleRNG, compiled_hash_enabled, set_compiled_hash
+from corruptions.streams import (
+    DEFAULT_STREAMS,
+    STREAM_VERSIONS,
+    check_streams,
+    set_stream_version,
+    stream_version,
+    using_streams,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "COMMON",
     "DEFAULT_CHUNK_VALUES",
+    "DEFAULT_STREAMS",
     "EXTRA",
     "GROUPS",
     "PRESETS",
+    "STREAM_VERSIONS",
     "Corruption",
     "CorruptionError",
     "SampleRNG",
     "apply",
     "check_severity",
+    "check_streams",
     "corrupt",
     "compiled_hash_enabled",
     "get",
@@ -56,4 +68,7 @@ __all__ = [
     "preset_for_size",
     "register",
     "set_compiled_hash",
+    "set_stream_version",
+    "stream_version",
+    "using_streams",
 ]

@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from corruptions.registry import CorruptionError, apply, check_severity, get, names, preset_for_size
+from corruptions.streams import check_streams, stream_version, using_streams
 
 FORMATS = ("cifar-c", "imagefolder")
 MANIFEST = "manifest.json"
@@ -330,6 +331,7 @@ def export_c_dataset(
     progress: Callable[[int, int], None] | None = None,
     device: str | torch.device | None = None,
     overwrite: bool = False,
+    streams: int | None = None,
 ) -> Path:
     """Corrupt every image of ``dataset`` and write a CIFAR-10-C / ImageNet-C style folder.
 
@@ -338,8 +340,18 @@ def export_c_dataset(
     subset can be recomputed later. All files are written into a temporary folder next
     to ``out_dir`` that is renamed at the end: on error nothing partial is left.
     ``progress(done, total)`` is called after every batch (units: images x corruptions x
-    severities). Returns the output folder.
+    severities). ``streams``: the random-stream version (None: the process default), recorded
+    in the manifest. Returns the output folder.
     """
+    with using_streams(None if streams is None else check_streams(streams)):
+        return _export(dataset, out_dir, corruptions, severities, seed=seed, format=format, batch_size=batch_size,
+                       preset=preset, progress=progress, device=device, overwrite=overwrite)  # fmt: skip
+
+
+def _export(dataset: Any, out_dir: str | os.PathLike, corruptions: str | Sequence[str], severities: Sequence[int],
+            *, seed: int, format: str, batch_size: int, preset: str | None, progress: Any, device: Any,
+            overwrite: bool) -> Path:  # fmt: skip
+    """:func:`export_c_dataset` under the selected stream version."""
     corr_list, sev_list = _export_plan(corruptions, severities, format, batch_size)
     n = len(dataset)
     if n == 0:
@@ -458,6 +470,7 @@ def _export_manifest(dataset: Any, corr_list: list[str], sev_list: list[int], sh
         "dataset": getattr(dataset, "name", type(dataset).__name__),
         "frost_source": frost_source() if "frost" in corr_list else None,
         "frost": frost_info() if "frost" in corr_list else None,
+        "streams": stream_version(),
         "quantization": "uint8(x * 255) truncation, as the published files",
         "indices": "image i of the dataset is sample index i (corruptions.apply(..., indices=[i]))",
         "versions": _versions(),

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from corruptions.rng import SampleRNG, name_code
+from corruptions.streams import check_streams, stream_version
 
 PRESETS = ("cifar", "tinyimagenet", "imagenet")
 #: ``chunk_values`` of most built-ins (1 MiB of float32 per intermediate tensor): measured
@@ -428,6 +429,7 @@ def apply(
     preset: str | None = None,
     params: Mapping[str, Any] | None = None,
     quantize: bool = True,
+    streams: int | None = None,
 ) -> torch.Tensor:
     """Corrupt a batch: ``images`` (N, C, H, W) uint8 or float in [0, 1], any device.
 
@@ -437,8 +439,11 @@ def apply(
     published ``uint8(x * 255)`` files (float outputs are that value / 255).
     ``params`` overrides (some of) the severity's parameters, or gives all of them
     when ``severity`` is None (parametric use, e.g. ``params={"sigma": 0.15}``).
+    ``streams`` picks the random-stream version (:mod:`corruptions.streams`; None: the
+    process default, 2 unless set).
     """
     _validate_images(images)
+    version = stream_version() if streams is None else check_streams(streams)
     corruption = get(name)
     n, c, h, w = images.shape
     if preset is None:
@@ -481,7 +486,7 @@ def apply(
         return images.clone()
 
     call_key = f"{name}|{severity}" if params is None else f"{name}|{json.dumps(p, sort_keys=True, default=str)}"
-    rng = SampleRNG(int(seed), name_code(call_key), idx, images.device)
+    rng = SampleRNG(int(seed), name_code(call_key), idx, images.device, streams=version)
     out = torch.empty(images.shape, dtype=images.dtype, device=images.device)
     step = _chunk_samples(corruption, images)
     with exact_float32():

@@ -169,8 +169,12 @@ class SampleRNG:
     a fixed order gets the same numbers for the same sample whatever the batch.
     """
 
-    def __init__(self, seed: int, call_code: int, indices: torch.Tensor, device: torch.device):
+    def __init__(self, seed: int, call_code: int, indices: torch.Tensor, device: torch.device,
+                 streams: int | None = None):  # fmt: skip
+        from corruptions.streams import check_streams, stream_version
+
         idx = indices.to(device=device, dtype=torch.int64)
+        self.version = stream_version() if streams is None else check_streams(streams)
         base0 = _mix_int(seed & _M32, (seed >> 32) & _M32, call_code)
         base1 = _mix_int(call_code, base0, 0xA5A5A5A5)
         self.indices = idx
@@ -192,6 +196,7 @@ class SampleRNG:
         part.keys0, part.keys1 = self.keys0[start:stop], self.keys1[start:stop]
         part._k0 = self._k0[start:stop]
         part.device, part.seed, part._stream = self.device, self.seed, 0
+        part.version = self.version
         return part
 
     @property
@@ -335,8 +340,13 @@ class SampleRNG:
     def normal_icdf(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Standard normal values, shape (N, *shape), by inverse CDF of one uniform stream.
 
-        Half the hashing of :meth:`normal` (one stream instead of two); |z| <= 5.4.
+        Half the hashing of :meth:`normal` (one stream instead of two); |z| <= 5.4. Stream
+        version 1: float64 ndtri; version 2: float32 erfinv (:mod:`corruptions.streams`).
         """
+        if self.version >= 2:
+            from corruptions.streams import normal_from_bits24
+
+            return normal_from_bits24(self._uniform24(shape), dtype)
         u = self.uniform(*shape, dtype=torch.float64)
         return torch.special.ndtri(u, out=u).to(dtype)
 
@@ -366,24 +376,60 @@ class SampleRNG:
         still pending), never over elements. Consumes one stream id of the call sequence,
         however many rounds it needs, so later draws do not depend on the batch.
         """
-        if rate.shape[:1] != (self.n,):
-            raise ValueError(f"poisson: rate must have shape (N={self.n}, ...), got {tuple(rate.shape)}")
-        lam = rate.detach().to(device=self.device, dtype=torch.float64).reshape(self.n, -1)
+        lam = self._checked_rates(rate)
+        out = self._poisson_flat(lam.view(-1), None, lam.shape[1], self._poisson_block())
+        return out.view(rate.shape)
+
+    def poisson_scaled(self, x: torch.Tensor, scale: float) -> torch.Tensor:
+        """Poisson(float64(x) * scale) counts for intensities ``x`` (float32, (N, ...)).
+
+        Stream version 1: :meth:`poisson`. Version 2: elements that are exact 8-bit levels
+        invert one 32-bit uniform against their level's CDF table
+        (:func:`corruptions.streams.invert_levels`); the others draw as :meth:`poisson`.
+        """
+        if self.version < 2:
+            return self.poisson(x.to(torch.float64) * scale)
+        from corruptions.streams import invert_levels, level_mask
+
+        if x.shape[:1] != (self.n,):
+            raise ValueError(f"poisson: rate must have shape (N={self.n}, ...), got {tuple(x.shape)}")
+        flat_x = x.detach().to(device=self.device, dtype=torch.float32).reshape(-1)
+        per_sample, sub = flat_x.numel() // max(self.n, 1), self._poisson_block()
+        is_level, level = level_mask(flat_x)
+        out = invert_levels(self._bits32((per_sample,), sub).view(-1), level, float(scale))
+        if not bool(is_level.all()):  # NaN, negative and non-level values: checked and drawn as in v1
+            flat = is_level.logical_not_().nonzero().view(-1)
+            lam = self._checked_rates(flat_x.index_select(0, flat).to(torch.float64).mul_(scale).view(1, -1), 1)
+            out.index_copy_(0, flat, self._poisson_flat(lam.view(-1), flat, per_sample, sub))
+        return out.view(x.shape)
+
+    def _checked_rates(self, rate: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+        """Rates as float64 (rows or N, -1); shape, finiteness and sign checked."""
+        rows = self.n if rows is None else rows
+        if rate.shape[:1] != (rows,):
+            raise ValueError(f"poisson: rate must have shape (N={rows}, ...), got {tuple(rate.shape)}")
+        lam = rate.detach().to(device=self.device, dtype=torch.float64).reshape(rows, -1)
         if not bool(torch.isfinite(lam).all()) or bool((lam < 0).any()):
             raise ValueError("poisson: rates must be finite and >= 0")
-        sub = 0x40000000 | ((self._next_stream() & 0x3FFF) << 16)  # private sub-stream block
-        per_sample = lam.shape[1]
-        lam = lam.view(-1)
+        return lam
+
+    def _poisson_block(self) -> int:
+        """The private sub-stream block of the next stream id (consumes it)."""
+        return 0x40000000 | ((self._next_stream() & 0x3FFF) << 16)
+
+    def _poisson_flat(self, lam: torch.Tensor, where: torch.Tensor | None, per_sample: int, sub: int) -> torch.Tensor:
+        """Counts for flat rates ``lam`` at flat batch positions ``where`` (None: all)."""
         out = torch.zeros(lam.shape, dtype=torch.int64, device=self.device)
         small = lam < 10.0
         for mask, sampler in ((small, self._poisson_inversion), (~small, self._poisson_ptrs)):
             count = int(mask.sum())  # inversion for rates < 10, PTRS for the others
             if count == lam.numel():
-                out = sampler(lam, None, per_sample, sub)
-            elif count:
-                flat = mask.nonzero().view(-1)
-                out.index_copy_(0, flat, sampler(lam.index_select(0, flat), flat, per_sample, sub))
-        return out.view(rate.shape)
+                return sampler(lam, where, per_sample, sub)
+            if count:
+                sel = mask.nonzero().view(-1)
+                at = sel if where is None else where.index_select(0, sel)
+                out.index_copy_(0, sel, sampler(lam.index_select(0, sel), at, per_sample, sub))
+        return out
 
     def _uniforms_of(
         self, flat: torch.Tensor | None, per_sample: int, stream: int, count: int = 1

@@ -37,8 +37,9 @@ def _run_evaluation(spec: RunSpec, *, progress: Any = None, echo: Echo | None = 
                     on_trained: Callable[[str, Any], None] | None = None) -> Any:  # fmt: skip
     """``actbench run``: the embedded default, or the evaluation of checkpoints."""
     from corruptions.frost import frost_images
+    from corruptions.streams import using_streams
 
-    with frost_images(spec.frost_dir):
+    with frost_images(spec.frost_dir), using_streams(spec.streams):
         return _evaluation(spec, progress=progress, echo=echo, on_trained=on_trained)
 
 
@@ -98,7 +99,7 @@ def _run_sweep(spec: SweepSpec, *, progress: Any = None, echo: Echo | None = Non
         config_file=spec.config_file, corruptions=list(spec.corruptions), severities=list(spec.severities),
         corruption_seed=spec.corruption_seed, probes=spec.probes, limit=spec.limit, eval_limit=spec.eval_limit,
         eval_batch_size=spec.batch_size, device=spec.device, amp=spec.amp, root=spec.root, download=spec.download,
-        frost_dir=spec.frost_dir,
+        frost_dir=spec.frost_dir, streams=spec.streams,
     )  # fmt: skip
     from corruptions.frost import frost_images
 

@@ -169,7 +169,7 @@ def run_checkpoints(spec: Any, *, device: torch.device, baseline: Any,
         "limit": limit, "n_images": n_images, "batch_size": spec.batch_size, "probes": spec.probes, "amp": spec.amp,
         "activations": [info[k]["activation"] for k in models], "world_size": dist.world_size(),
         "clean": not family or clean is not None,
-        "frost": None if family else pipeline.frost_provenance(corrs),
+        "frost": None if family else pipeline.frost_provenance(corrs), "streams": pipeline.stream_version(),
         "models": [dict(info[k]) for k in models], "checkpoint_meta": metas, "num_classes": meta_ds.num_classes,
         "preprocessing": {k: c.as_dict() for k, c in inputs.items()}, "spec": spec.resume_view(),
     }  # fmt: skip

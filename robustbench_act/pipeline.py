@@ -69,6 +69,13 @@ def parse_list(spec: str | Sequence[str] | None) -> list[str]:
     return parse_names(spec, "list")
 
 
+def stream_version() -> int:
+    """The corruptions' random-stream version in force (recorded in every evaluation manifest)."""
+    from corruptions.streams import stream_version as current
+
+    return current()
+
+
 def frost_provenance(corruptions: Sequence[str]) -> dict[str, Any] | None:
     """Where the frost corruption's textures come from (photographs or procedural), when frost is run."""
     if "frost" not in corruptions:
@@ -208,7 +215,8 @@ def _run_models(models: Mapping[str, nn.Module], info: Mapping[str, Mapping[str,
     main = dist.is_main_process()
     run = out.name
     if manifest is None:
-        config = {**config, "frost": config.get("frost", frost_provenance(corruptions))}
+        config = {**config, "frost": config.get("frost", frost_provenance(corruptions)),
+                  "streams": config.get("streams", stream_version())}  # fmt: skip
         manifest = {**base_manifest(seed=seed, config=config, device=device), "run": run}
     if begun is None:
         check_plugins(corruptions, severities, dataset, seed=seed, preset=preset)
@@ -309,7 +317,7 @@ def run_default(activations: Sequence[str] = DEFAULT_ACTIVATIONS, out: str | Pat
         "corruption_seed": int(corruption_seed), "preset": preset, "limit": limit, "n_images": len(test),
         "num_classes": test.num_classes, "batch_size": batch_size, "probes": probes, "amp": amp,
         "train": cfg.to_dict(), "world_size": dist.world_size(), "clean": True, "frost": frost_provenance(corrs),
-        "models": models_info, "spec": spec,
+        "streams": stream_version(), "models": models_info, "spec": spec,
     }  # fmt: skip
     from robustbench_act.manifest import base_manifest
 

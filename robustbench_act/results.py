@@ -69,17 +69,22 @@ STATUS_COMPLETE = "complete"
 STATUS_INCOMPLETE = "incomplete"
 #: Config keys that must agree for ``--resume`` to continue a run.
 RESUME_KEYS = ("dataset", "corruptions", "severities", "corruption_seed", "limit", "batch_size",
-               "probes", "models", "preset", "frost", "spec")  # fmt: skip
+               "probes", "models", "preset", "frost", "streams", "spec")  # fmt: skip
+#: The random-stream version of runs recorded before manifests named it.
+LEGACY_STREAMS = 1
 #: The frost source of runs recorded before manifests named it (the default then).
 LEGACY_FROST = {"source": "procedural", "path": None, "package": None}
 
 
 def _same(key: str, old: Any, new: Any) -> bool:
-    """Whether a resume key agrees (the frost source by what it draws from, not where it lies)."""
+    """Whether a resume key agrees (the frost source by what it draws from, not where it lies;
+    a spec on the fields both versions have: a field added later has its own key)."""
     if key == "frost":
         from corruptions.frost import same_frost
 
         return same_frost(old, new)
+    if key == "spec" and isinstance(old, dict) and isinstance(new, dict):
+        return all(old[k] == new[k] for k in old.keys() & new.keys())
     return old == new
 
 
@@ -177,7 +182,7 @@ CONFIG_FIELDS: dict[str, Any] = {
     "mode": str, "dataset": str, "dataset_name": str, "corruptions": list, "severities": list,
     "corruption_seed": (int, _NONE), "seed": (int, _NONE), "n_images": (int, _NONE),
     "limit": (int, _NONE), "preset": (str, _NONE), "probes": str, "batch_size": int, "clean": bool,
-    "models": list, "activations": list, "amp": (str, _NONE), "world_size": int,
+    "models": list, "activations": list, "amp": (str, _NONE), "world_size": int, "streams": int,
 }  # fmt: skip
 
 
@@ -288,11 +293,13 @@ class RunStore:
         old_cfg, new_cfg = existing.get("config", {}), manifest.get("config", {})
         if not complete and new_cfg.get("frost") and "frost" not in old_cfg:
             old_cfg = {**old_cfg, "frost": LEGACY_FROST}  # started before manifests named it
+        if "streams" in new_cfg and "streams" not in old_cfg:
+            old_cfg = {**old_cfg, "streams": LEGACY_STREAMS}
         diff = [k for k in RESUME_KEYS if k in old_cfg and k in new_cfg and not _same(k, old_cfg[k], new_cfg[k])]
         if diff:
             k = diff[0]
-            hint = (" (ACTBENCH_FROST_DIR=procedural or a folder picks the frost source)"
-                    if k == "frost" else "")  # fmt: skip
+            hint = {"frost": " (ACTBENCH_FROST_DIR=procedural or a folder picks the frost source)",
+                    "streams": " (--streams picks the random-stream version)"}.get(k, "")  # fmt: skip
             raise UserError(f"--resume: {self.path} was run with {k}={old_cfg[k]!r}, not {new_cfg[k]!r}; "
                             f"use the same options or another --out{hint}")
         if complete:

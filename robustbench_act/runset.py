@@ -14,6 +14,7 @@ import pandas as pd
 from robustbench_act.errors import UserError
 from robustbench_act.metrics import GROUP_ORDER, KEY_COLUMNS, group_of
 from robustbench_act.metrics import GROUPS as GROUP_MEMBERS
+from robustbench_act.results import LEGACY_STREAMS
 
 KEY = KEY_COLUMNS
 GROUPS = GROUP_ORDER
@@ -226,6 +227,7 @@ def data_fingerprints(rs: RunSet) -> pd.DataFrame:
                 "dataset": cfg.get("dataset_name") or cfg.get("dataset")
                 or ",".join(sorted(g["dataset"].unique())),
                 "corruption_seed": cfg.get("corruption_seed", cfg.get("seed")),
+                "streams": cfg.get("streams", LEGACY_STREAMS) if cfg else None,
                 "n_images": n_images,
                 "corruptions": tuple(order_corruptions(cor["corruption"].unique())),
                 "severities": tuple(sorted(int(s) for s in cor["severity"].unique())),
@@ -242,6 +244,7 @@ def check_same_data(rs: RunSet, fp: pd.DataFrame | None = None) -> list[str]:
     labels = {
         "dataset": "dataset",
         "corruption_seed": "corruption seed",
+        "streams": "random-stream version",
         "n_images": "image count",
         "severities": "severities",
     }

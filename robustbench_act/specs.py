@@ -51,6 +51,17 @@ def _opt_path(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _streams(value: Any) -> int:
+    """The random-stream version of the corruptions (None: the process default, 2 unless set)."""
+    from corruptions.registry import CorruptionError
+    from corruptions.streams import check_streams, stream_version
+
+    try:
+        return stream_version() if value is None else check_streams(value)
+    except CorruptionError as exc:
+        raise UserError(f"--streams: {exc}") from None
+
+
 def _frost_dir(value: Any) -> str | None:
     """A frost photograph folder (checked now: a bad one is a one-line error) or "procedural"."""
     if value is None or str(value) == "procedural":
@@ -117,6 +128,7 @@ class RunSpec(_Spec):
     baseline: str | None = None
     preset: str | None = None
     frost_dir: str | None = None  # frost photographs (or "procedural"); None: the default order
+    streams: int | None = None  # random-stream version of the corruptions; None: the default (2)
     workers: int = 0
     resume: bool = False
     out: str | None = None
@@ -125,7 +137,7 @@ class RunSpec(_Spec):
         import corruptions as corr_pkg
 
         _set(self, checkpoint=_paths(self.checkpoint), plugin=_paths(self.plugin), root=_opt_path(self.root),
-             out=_opt_path(self.out), frost_dir=_frost_dir(self.frost_dir))  # fmt: skip
+             out=_opt_path(self.out), frost_dir=_frost_dir(self.frost_dir), streams=_streams(self.streams))  # fmt: skip
         check_numbers({"corruption_seed": self.corruption_seed, "limit": self.limit,
                        "batch_size": self.batch_size, "workers": self.workers}, _labels(self))  # fmt: skip
         for p in self.plugin:  # plug-ins first: they add corruption names
@@ -255,13 +267,14 @@ class SweepSpec(_Spec):
     root: str | None = None
     download: bool = False
     frost_dir: str | None = None  # frost photographs (or "procedural"); None: the default order
+    streams: int | None = None  # random-stream version of the corruptions; None: the default (2)
     progress: bool = True
 
     def __post_init__(self) -> None:
         if not self.out:
             raise UserError("--out is required: the sweep folder")
         _set(self, out=str(self.out), config_file=_opt_path(self.config_file), root=_opt_path(self.root),
-             frost_dir=_frost_dir(self.frost_dir))  # fmt: skip
+             frost_dir=_frost_dir(self.frost_dir), streams=_streams(self.streams))  # fmt: skip
         check_numbers({k: getattr(self, k) for k in ("epochs", "iterations", "train_batch_size", "lr",
                                                      "corruption_seed", "parallel", "limit", "eval_limit",
                                                      "batch_size")}, _labels(self))  # fmt: skip

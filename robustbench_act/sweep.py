@@ -88,6 +88,7 @@ class SweepOptions:
     preset: str | None = None
     threads: int | None = None  # torch threads per cell process (parallel runs)
     frost_dir: str | None = None  # frost photographs (or "procedural"); None: the default order
+    streams: int | None = None  # random-stream version of the corruptions; None: the default
 
 
 def slug(text: str) -> str:
@@ -243,10 +244,11 @@ def _run_cell(cell: Cell, opts: SweepOptions, *, progress: bool = False) -> dict
     import torch
 
     from corruptions.frost import frost_images
+    from corruptions.streams import using_streams
 
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    with frost_images(opts.frost_dir):
+    with frost_images(opts.frost_dir), using_streams(opts.streams):
         return _cell_work(cell, opts, progress=progress)
 
 
@@ -411,6 +413,27 @@ def check_frost_source(out: Path, cells: Sequence[Cell], corruptions: Sequence[s
                             "procedural) to the source the sweep started with")
 
 
+def check_stream_version(out: Path, cells: Sequence[Cell], streams: int | None) -> None:
+    """Refuse to go on with a sweep whose evaluated cells used another random-stream version.
+
+    Cells evaluated before manifests named it count as version 1. A study started with
+    version 1 goes on with ``--streams 1``; mixing versions would compare cells that saw
+    different noise draws.
+    """
+    from robustbench_act.results import LEGACY_STREAMS, read_manifest
+    from robustbench_act.specs import _streams
+
+    now = _streams(streams)
+    for c in cells:
+        man = read_manifest(out / c.name / EVAL_DIR)
+        if man is None:
+            continue
+        before = ((man.get("config") or {}).get("streams")) or LEGACY_STREAMS
+        if before != now:
+            raise UserError(f"sweep {out}: cell {c.name} was evaluated with random-stream version {before}, "
+                            f"now it would be {now}; add --streams {before} to go on with this sweep")
+
+
 def check_sweep_folder(out: str | Path) -> None:
     """A sweep folder is new, empty or a sweep: one holding a run or a training output is refused."""
     p = Path(out)
@@ -443,6 +466,7 @@ def run_sweep(
         raise UserError(f"--parallel must be at least 1, got {parallel}")
     out = Path(opts.out)
     check_frost_source(out, cells, opts.corruptions)
+    check_stream_version(out, cells, opts.streams)
     make_folder(out)
     manifest = {
         **base_manifest(seed=None, config=dataclasses.asdict(opts), device=None), "kind": "sweep",

@@ -310,6 +310,7 @@ def export_command(
         None, "--frost-dir",
         help="Folder of frost photographs (default: $ACTBENCH_FROST_DIR, an installed package's, else procedural).",
     ),
+    streams: int | None = typer.Option(None, "--streams", show_default=False, help="Random-stream version of the corruptions: 2 (default, faster noise kernels) or 1 (runs made before 0.2) [default: $CORRUPTIONS_STREAMS, else 2]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
     plugin: list[Path] = typer.Option(
         None, "--plugin", help="Python file registering more corruptions (repeatable)."
@@ -317,10 +318,11 @@ def export_command(
 ) -> None:
     """Write a CIFAR-10-C / ImageNet-C style copy of a dataset (atomic: all or nothing)."""
     from corruptions.frost import frost_description, frost_images
+    from corruptions.streams import using_streams
 
     ds, selected, sevs = _export_inputs(dataset, out, fmt, corruption_spec, severities, limit, split, preset,
                                         batch_size, device, root, overwrite, plugin)  # fmt: skip
-    with frost_images(frost_dir):
+    with frost_images(frost_dir), using_streams(streams):
         from robustbench_act.pipeline import check_plugins
 
         also = ("frost",) if frost_dir is not None else ()  # user code and files fail before any output

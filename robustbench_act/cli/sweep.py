@@ -40,6 +40,7 @@ def sweep_command(
     root: Path | None = typer.Option(None, "--root", help="Dataset root for cifar10/cifar100."),
     download: bool = typer.Option(False, "--download", help="Let torchvision download CIFAR into --root."),
     frost_dir: Path | None = typer.Option(None, "--frost-dir", help="Frost photographs folder, or 'procedural' [default: $ACTBENCH_FROST_DIR, an installed package's, else procedural]."),
+    streams: int | None = typer.Option(None, "--streams", show_default=False, help="Random-stream version of the corruptions: 2 (default, faster noise kernels) or 1 (runs made before 0.2) [default: $CORRUPTIONS_STREAMS, else 2]."),
     as_json: bool = typer.Option(False, "--json", help="Print the status table as JSON."),
     progress: bool = typer.Option(True, "--progress/--quiet", help="Show training progress (sequential runs)."),
 ) -> None:  # fmt: skip
@@ -52,7 +53,7 @@ def sweep_command(
                      train_batch_size=train_batch_size, lr=lr, corruptions=corruptions, severities=severities,
                      corruption_seed=corruption_seed, probes=probes, shard=shard, dry_run=dry_run, parallel=parallel,
                      limit=limit, eval_limit=eval_limit, batch_size=batch_size, device=device, amp=amp, root=root,
-                     download=download, frost_dir=frost_dir, progress=progress)  # fmt: skip
+                     download=download, frost_dir=frost_dir, streams=streams, progress=progress)  # fmt: skip
     table, combined = run(spec, echo=lambda line: typer.echo(line, err=True))
     render(spec, table, combined, as_json=as_json)
 
