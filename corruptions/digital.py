@@ -290,6 +290,16 @@ def pixelate(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor
 # --------------------------------------------------------------------------- jpeg
 
 
+def _jpeg_levels(levels: torch.Tensor, params: dict, rng: SampleRNG | None = None) -> torch.Tensor:
+    """The codec round trip on 8-bit levels (uint8 input skips two float conversions: same bits)."""
+    from corruptions.imageio import jpeg_roundtrip
+
+    q = params["quality"]
+    if isinstance(q, bool) or not isinstance(q, (int, float)) or int(q) != q or not 1 <= q <= 100:
+        raise CorruptionError(f"jpeg_compression: quality must be an integer 1..100, got {q!r}")
+    return jpeg_roundtrip(levels.cpu(), int(q)).to(levels.device)
+
+
 @register(
     "jpeg_compression",
     chunk_values=DEFAULT_CHUNK_VALUES,
@@ -302,17 +312,12 @@ def pixelate(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor
     param_names=("quality",),
     random=False,
     description="JPEG encode/decode at the given quality (Pillow, 4:2:0)",
+    levels_fn=_jpeg_levels,
 )
 def jpeg_compression(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
     """Pillow JPEG encode/decode of each image on the CPU, back to the input device."""
-    from corruptions.imageio import jpeg_roundtrip
-
-    q = params["quality"]
-    if isinstance(q, bool) or not isinstance(q, (int, float)) or int(q) != q or not 1 <= q <= 100:
-        raise CorruptionError(f"jpeg_compression: quality must be an integer 1..100, got {q!r}")
-    levels = torch.round(images * 255.0).clamp(0, 255).to(torch.uint8).cpu()
-    out = jpeg_roundtrip(levels, int(q))
-    return out.to(device=images.device, dtype=images.dtype) / 255.0
+    levels = torch.round(images * 255.0).clamp(0, 255).to(torch.uint8)
+    return _jpeg_levels(levels, params).to(images.dtype) / 255.0
 
 
 # --------------------------------------------------------------------------- elastic_transform
