@@ -73,8 +73,7 @@ def _impulse_masks(images: torch.Tensor, params: dict, rng: SampleRNG) -> tuple[
     amount = _positive("impulse_noise", "amount", params["amount"])
     if amount > 1:
         raise CorruptionError(f"impulse_noise: amount must be in [0, 1], got {amount!r}")
-    flipped, salted = rng.bernoulli((amount, 0.5), *images.shape[1:])  # on the integer bits
-    return flipped, salted
+    return rng.bernoulli_coin(amount, *images.shape[1:])  # on the integer bits
 
 
 def _impulse_levels(levels: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:

@@ -310,6 +310,24 @@ class SampleRNG:
                 torch.lt(x[i], m * 256 - 2**31, out=out[i])
         return out.view(len(ps), self.n, *shape)[0 if isinstance(p, (int, float)) else slice(None)]
 
+    def bernoulli_coin(self, p: float, *shape: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hit, coin) bool tensors (N, *shape): hit w.p. ``p``, coin a fair coin per element.
+
+        Stream version 1: ``bernoulli((p, 0.5))``, two streams. Version 2: one stream, the
+        top 24 bits of each draw decide ``hit`` exactly as :meth:`bernoulli` does, its
+        lowest bit (which the 24-bit uniforms never use) is the coin: half the hashing.
+        """
+        if self.version < 2:
+            hit, coin = self.bernoulli((p, 0.5), *shape)
+            return hit, coin
+        shape = tuple(int(s) for s in shape)
+        x = self._bits32(shape)
+        coin = torch.bitwise_and(x, 1).bool()
+        x ^= -(1 << 31)  # unsigned order as signed order
+        m = min(max(math.floor(Fraction(p) * 2**24 + Fraction(1, 2)), 0), 2**24)
+        hit = torch.ones(x.shape, dtype=torch.bool, device=self.device) if m == 2**24 else x < m * 256 - 2**31
+        return hit.view(self.n, *shape), coin.view(self.n, *shape)
+
     def normal(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Standard normal values, shape (N, *shape) (Box-Muller on two uniform streams)."""
         k = self.bits24(2, *shape)

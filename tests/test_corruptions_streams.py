@@ -32,7 +32,7 @@ def _digest(name: str, streams: int) -> str:
 
 # digests of the code before stream versions existed (commit 36d7523): version 1 must keep them
 V1_DIGESTS = {"gaussian_noise": "ff54b95ed3e1a9a4", "shot_noise": "56046903755c7004",
-              "speckle_noise": "3f0c2afc6d353594"}  # fmt: skip
+              "speckle_noise": "3f0c2afc6d353594", "impulse_noise": "e3d6012706375673"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(V1_DIGESTS))
@@ -43,9 +43,10 @@ def test_version_1_reproduces_the_outputs_from_before_versioning(name: str) -> N
     assert hashlib.sha256(y.numpy().tobytes()).hexdigest()[:16] == V1_DIGESTS[name]
 
 
-def test_version_2_is_the_default_and_shot_noise_differs_from_version_1() -> None:
+def test_version_2_is_the_default_and_shot_and_impulse_noise_differ_from_version_1() -> None:
     assert corruptions.DEFAULT_STREAMS == 2 == corruptions.stream_version()
     assert _digest("shot_noise", 2) != V1_DIGESTS["shot_noise"]
+    assert _digest("impulse_noise", 2) != V1_DIGESTS["impulse_noise"]
     a = corruptions.apply(_batch(), "shot_noise", 5, seed=11, indices=range(40, 46))
     assert torch.equal(a, corruptions.apply(_batch(), "shot_noise", 5, seed=11, indices=range(40, 46), streams=2))
 
@@ -140,3 +141,18 @@ def test_exported_datasets_record_the_version(tmp_path) -> None:
     one, two = (np.load(tmp_path / f"v{v}" / "shot_noise.npy") for v in (1, 2))
     assert not np.array_equal(one, two)
     assert corruptions.stream_version() == 2
+
+
+def test_impulse_hits_and_coins_come_from_one_draw_in_version_2() -> None:
+    one = SampleRNG(3, 21, torch.arange(5), CPU, streams=1)
+    hit1, coin1 = one.bernoulli_coin(0.3, 3, 400)
+    ref_hit, ref_coin = SampleRNG(3, 21, torch.arange(5), CPU, streams=1).bernoulli((0.3, 0.5), 3, 400)
+    assert torch.equal(hit1, ref_hit) and torch.equal(coin1, ref_coin)
+    hit2, coin2 = SampleRNG(3, 21, torch.arange(5), CPU, streams=2).bernoulli_coin(0.3, 3, 400)
+    assert torch.equal(hit2, hit1)  # the same top 24 bits of the first stream decide the hits
+    assert not torch.equal(coin2, coin1)
+    assert abs(coin2.float().mean().item() - 0.5) < 0.02
+    assert abs(coin2[hit2].float().mean().item() - 0.5) < 0.04  # the coin does not lean on the hit
+    all_hit, _ = SampleRNG(3, 21, torch.arange(2), CPU, streams=2).bernoulli_coin(1.0, 10)
+    none_hit, _ = SampleRNG(3, 21, torch.arange(2), CPU, streams=2).bernoulli_coin(0.0, 10)
+    assert bool(all_hit.all()) and not bool(none_hit.any())
