@@ -139,15 +139,19 @@ def _zoom_taps(size: int, zoom: float) -> tuple[torch.Tensor, torch.Tensor, torc
     return i0 + top, i1 + top, frac
 
 
+def _lerp_taps(x: torch.Tensor, dim: int, i0: torch.Tensor, i1: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """``x[i0] * (1 - f) + x[i1] * f`` along ``dim``: the same two products and sum, in place."""
+    out = x.index_select(dim, i0).mul_(1 - f)
+    return out.add_(x.index_select(dim, i1).mul_(f))
+
+
 def _clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
     """Centre zoom of every plane of ``x`` (N, C, H, W), cropped back to H x W."""
     h, w = x.shape[-2:]
     i0, i1, fh = (t.to(x.device) for t in _zoom_taps(h, zoom))
-    fh = fh.to(x.dtype).view(-1, 1)
-    rows = x.index_select(2, i0) * (1 - fh) + x.index_select(2, i1) * fh
+    rows = _lerp_taps(x, 2, i0, i1, fh.to(x.dtype).view(-1, 1))
     j0, j1, fw = (t.to(x.device) for t in _zoom_taps(w, zoom))
-    fw = fw.to(x.dtype)
-    return rows.index_select(3, j0) * (1 - fw) + rows.index_select(3, j1) * fw
+    return _lerp_taps(rows, 3, j0, j1, fw.to(x.dtype))
 
 
 @register(
@@ -175,7 +179,8 @@ def zoom_blur(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tenso
     factors = [_float_param("zoom_blur", "zooms", z, low=1.0) for z in zooms]
     out = images.clone()
     for z in factors:
-        out += _clipped_zoom(images, z)
+        # zoom 1 samples every pixel at weight exactly 1 (x * 1 + x' * 0 == x): skip the taps
+        out += images if z == 1.0 else _clipped_zoom(images, z)
     return out / (len(factors) + 1)
 
 

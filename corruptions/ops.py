@@ -186,15 +186,17 @@ def border_map(idx: torch.Tensor, size: int, mode: str) -> torch.Tensor:
         return torch.where((idx >= 0) & (idx < size), idx, torch.full_like(idx, -1))
     if size == 1:
         return torch.zeros_like(idx)
-    if mode == "reflect":
-        period = 2 * size
-        p = idx % period
-        return torch.where(p < size, p, period - 1 - p)
-    if mode == "mirror":
-        period = 2 * size - 2
-        p = idx % period
-        return torch.where(p < size, p, period - p)
-    raise ValueError(f"unknown border mode {mode!r}; modes: {', '.join(BORDER_MODES)}")
+    if mode not in ("reflect", "mirror"):
+        raise ValueError(f"unknown border mode {mode!r}; modes: {', '.join(BORDER_MODES)}")
+    edge = 1 if mode == "reflect" else 0  # reflect repeats the edge pixel, mirror does not
+    period = 2 * size - 2 + 2 * edge
+    if idx.numel() and int(idx.min()) >= -size + 1 - edge and int(idx.max()) < 2 * size - 1 + edge:
+        # at most one reflection on either side: two compare-selects instead of an integer
+        # division per element (the same indices)
+        low = torch.where(idx < 0, -edge - idx, idx)
+        return torch.where(low >= size, period - edge - low, low)
+    p = idx % period
+    return torch.where(p < size, p, period - edge - p)
 
 
 def sample_bilinear(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: str = "reflect") -> torch.Tensor:
@@ -217,11 +219,11 @@ def sample_bilinear(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: s
     y0 = y0f.to(torch.int64)
     x0 = x0f.to(torch.int64)
     flat = x.reshape(n, c, h * w)
+    rows = [border_map(y0 + dy, h, mode) for dy in (0, 1)]
+    cols = [border_map(x0 + dx, w, mode) for dx in (0, 1)]
     out = None
-    for dy, wy in ((0, 1.0 - fy), (1, fy)):
-        yi = border_map(y0 + dy, h, mode)
-        for dx, wx in ((0, 1.0 - fx), (1, fx)):
-            xi = border_map(x0 + dx, w, mode)
+    for yi, wy in zip(rows, (1.0 - fy, fy)):
+        for xi, wx in zip(cols, (1.0 - fx, fx)):
             idx = (yi * w + xi).reshape(n, 1, ho * wo)
             if mode == "constant":
                 valid = ((yi >= 0) & (xi >= 0)).reshape(n, 1, ho * wo)
@@ -229,8 +231,8 @@ def sample_bilinear(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: s
             v = flat.gather(2, idx.expand(n, c, ho * wo))
             if mode == "constant":
                 v = v * valid
-            term = v.reshape(n, c, ho, wo) * (wy * wx)
-            out = term if out is None else out + term
+            term = v.reshape(n, c, ho, wo).mul_(wy * wx)
+            out = term if out is None else out.add_(term)
     assert out is not None
     return out
 

@@ -26,3 +26,19 @@ def test_pad2d_equals_numpy_pad(mode: str, shape: tuple[int, ...], pads) -> None
                   mode=NUMPY_MODE[mode])
     got = pad2d(x, (top, bottom), (left, right), mode)
     assert np.array_equal(got.numpy(), want)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "mirror"])
+@pytest.mark.parametrize("size", [1, 2, 3, 7])
+def test_border_map_equals_numpy_pad_for_near_and_far_indices(mode: str, size: int) -> None:
+    """Near indices (one reflection, the compare-select path) and far ones (the modulo path)
+    both land where numpy's pad puts them (scipy's reflect = numpy's symmetric, mirror = reflect)."""
+    from corruptions.ops import border_map
+
+    np_mode = {"reflect": "symmetric", "mirror": "reflect"}[mode]
+    reach = 5 * size + 3
+    padded = np.pad(np.arange(size), reach, mode=np_mode)  # padded[reach + i] = source of index i
+    for lo, hi in ((-size, 2 * size), (-reach, reach)):
+        idx = torch.arange(lo, hi)
+        want = torch.from_numpy(padded[reach + lo: reach + hi])
+        assert torch.equal(border_map(idx, size, mode), want), (lo, hi)
