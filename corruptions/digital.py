@@ -42,41 +42,53 @@ def _number(name: str, key: str, value: object, low: float | None = None) -> flo
 # --------------------------------------------------------------------------- HSV (skimage)
 
 
-def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
-    """skimage.color.rgb2hsv on (N, 3, H, W): H, S, V in [0, 1], ties resolved like skimage."""
+def hsv_planes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """skimage.color.rgb2hsv on (N, 3, H, W) as three (N, H, W) planes H, S, V in [0, 1].
+
+    The same arithmetic as skimage (ties: blue over green over red), each step in place
+    on one plane instead of full-size temporaries and selects.
+    """
     r, g, b = x.unbind(1)
     v = x.amax(1)
-    delta = v - x.amin(1)
+    delta = x.amin(1).neg_().add_(v)  # v - min
     grey = delta == 0
-    safe = torch.where(grey, torch.ones_like(delta), delta)
-    s = torch.where(
-        grey, torch.zeros_like(delta), delta / torch.where(v == 0, torch.ones_like(v), v)
-    )
-    h = torch.zeros_like(v)
-    h = torch.where(r == v, (g - b) / safe, h)
-    h = torch.where(g == v, 2.0 + (b - r) / safe, h)
-    h = torch.where(b == v, 4.0 + (r - g) / safe, h)
-    h = torch.remainder(h / 6.0, 1.0)
-    h = torch.where(grey, torch.zeros_like(h), h)
-    return torch.stack([h, s, v], 1)
+    safe = delta.masked_fill(grey, 1.0)
+    s = delta.div_(v.masked_fill(v == 0, 1.0)).masked_fill_(grey, 0.0)
+    h = torch.sub(g, b).div_(safe).masked_fill_(r != v, 0.0)
+    for first, second, offset, channel in ((b, r, 2.0, g), (r, g, 4.0, b)):
+        later = torch.sub(first, second).div_(safe).add_(offset)
+        h = torch.where(channel == v, later, h, out=later)
+    h = h.div_(6.0).remainder_(1.0).masked_fill_(grey, 0.0)
+    return h, s, v
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """skimage.color.rgb2hsv on (N, 3, H, W): H, S, V in [0, 1], ties resolved like skimage."""
+    return torch.stack(hsv_planes(x), 1)
 
 
 # hsv2rgb sector table over the candidates (v, t, p, q)
 _HSV_SECTORS = torch.tensor([[0, 1, 2], [3, 0, 2], [2, 0, 1], [2, 3, 0], [1, 2, 0], [0, 2, 3]])
 
 
+def rgb_from_planes(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """skimage.color.hsv2rgb of (N, H, W) planes, as (N, 3, H, W); ``h`` is consumed."""
+    h6 = h.mul_(6.0)
+    hi = torch.floor(h6)
+    f = h6.sub_(hi)
+    p = torch.neg(s).add_(1.0).mul_(v)  # v * (1 - s)
+    q = torch.mul(f, s).neg_().add_(1.0).mul_(v)  # v * (1 - f s)
+    t = f.neg_().add_(1.0).mul_(s).neg_().add_(1.0).mul_(v)  # v * (1 - (1 - f) s)
+    sector = torch.remainder(hi.to(torch.int64), 6)
+    cand = torch.stack([v, t, p, q], 1)  # (N, 4, H, W)
+    idx = _HSV_SECTORS.to(h.device)[sector].permute(0, 3, 1, 2)  # (N, 3, H, W)
+    return cand.gather(1, idx)
+
+
 def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     """skimage.color.hsv2rgb on (N, 3, H, W)."""
     h, s, v = hsv.unbind(1)
-    hi = torch.floor(h * 6.0)
-    f = h * 6.0 - hi
-    p = v * (1.0 - s)
-    q = v * (1.0 - f * s)
-    t = v * (1.0 - (1.0 - f) * s)
-    sector = torch.remainder(hi.to(torch.int64), 6)
-    cand = torch.stack([v, t, p, q], 1)  # (N, 4, H, W)
-    idx = _HSV_SECTORS.to(hsv.device)[sector].permute(0, 3, 1, 2)  # (N, 3, H, W)
-    return cand.gather(1, idx)
+    return rgb_from_planes(h.clone(), s, v)
 
 
 # --------------------------------------------------------------------------- contrast
@@ -123,9 +135,8 @@ def contrast(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor
 def brightness(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
     """skimage rgb2hsv, V += delta (clipped), hsv2rgb; computed in float64."""
     delta = _number("brightness", "delta", params["delta"])
-    hsv = rgb_to_hsv(images.to(torch.float64))
-    hsv = torch.stack([hsv[:, 0], hsv[:, 1], (hsv[:, 2] + delta).clamp(0.0, 1.0)], 1)
-    return hsv_to_rgb(hsv).to(images.dtype)
+    h, s, v = hsv_planes(images.to(torch.float64))
+    return rgb_from_planes(h, s, v.add_(delta).clamp_(0.0, 1.0)).to(images.dtype)
 
 
 @register(
@@ -146,9 +157,8 @@ def saturate(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor
     """skimage rgb2hsv, S := S*scale + shift (clipped), hsv2rgb; computed in float64."""
     scale = _number("saturate", "scale", params["scale"])
     shift = _number("saturate", "shift", params["shift"])
-    hsv = rgb_to_hsv(images.to(torch.float64))
-    hsv = torch.stack([hsv[:, 0], (hsv[:, 1] * scale + shift).clamp(0.0, 1.0), hsv[:, 2]], 1)
-    return hsv_to_rgb(hsv).to(images.dtype)
+    h, s, v = hsv_planes(images.to(torch.float64))
+    return rgb_from_planes(h, s.mul_(scale).add_(shift).clamp_(0.0, 1.0), v).to(images.dtype)
 
 
 # --------------------------------------------------------------------------- pixelate (PIL BOX)
