@@ -191,10 +191,12 @@ def border_map(idx: torch.Tensor, size: int, mode: str) -> torch.Tensor:
     edge = 1 if mode == "reflect" else 0  # reflect repeats the edge pixel, mirror does not
     period = 2 * size - 2 + 2 * edge
     if idx.numel() and int(idx.min()) >= -size + 1 - edge and int(idx.max()) < 2 * size - 1 + edge:
-        # at most one reflection on either side: two compare-selects instead of an integer
-        # division per element (the same indices)
-        low = torch.where(idx < 0, -edge - idx, idx)
-        return torch.where(low >= size, period - edge - low, low)
+        # at most one reflection on either side (the same indices, no integer division):
+        # fold the left side (reflect: -1 - i, the bitwise not; mirror: -i), then the
+        # right one as the smaller of i and its reflection
+        sign = idx >> (8 * idx.element_size() - 1)  # -1 where negative, else 0
+        low = torch.bitwise_xor(idx, sign) if edge else idx.abs()
+        return torch.minimum(low, torch.rsub(low, period - edge))
     p = idx % period
     return torch.where(p < size, p, period - edge - p)
 

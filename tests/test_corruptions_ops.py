@@ -39,6 +39,7 @@ def test_border_map_equals_numpy_pad_for_near_and_far_indices(mode: str, size: i
     reach = 5 * size + 3
     padded = np.pad(np.arange(size), reach, mode=np_mode)  # padded[reach + i] = source of index i
     for lo, hi in ((-size, 2 * size), (-reach, reach)):
-        idx = torch.arange(lo, hi)
         want = torch.from_numpy(padded[reach + lo: reach + hi])
-        assert torch.equal(border_map(idx, size, mode), want), (lo, hi)
+        for dtype in (torch.int64, torch.int32):
+            got = border_map(torch.arange(lo, hi, dtype=dtype), size, mode)
+            assert torch.equal(got.long(), want), (lo, hi, dtype)
