@@ -346,8 +346,11 @@ def compare_runs(paths_or_runs: Any, *, by: str | Sequence[str] = "activation", 
     notes: list[str] = list(rs.notes)
     fp = data_fingerprints(rs)
     notes += _data_notes(rs, fp, allow_mismatch)
-    plain, copies = _drop_copies(summarise_runs(rs.metrics))
-    notes += copies
+    if "run" in by_keys:  # every run is its own group: two trainings of one seed (e.g. fp32 and bf16) pair
+        plain = summarise_runs(rs.metrics)
+    else:
+        plain, copies = _drop_copies(summarise_runs(rs.metrics))
+        notes += copies
     ref = _resolve_reference(list(_labels(plain.index.to_frame(index=False), by_keys)), reference, by_keys)
     pair_keys = [k for k in KEY if k not in by_keys and k != "run"]
     base = Baseline(str(ref), lambda idx: _labels(idx, by_keys) == ref, tuple(k for k in pair_keys if k != "seed"))

@@ -227,7 +227,8 @@ def data_fingerprints(rs: RunSet) -> pd.DataFrame:
                 "dataset": cfg.get("dataset_name") or cfg.get("dataset")
                 or ",".join(sorted(g["dataset"].unique())),
                 "corruption_seed": cfg.get("corruption_seed", cfg.get("seed")),
-                "streams": cfg.get("streams", LEGACY_STREAMS) if cfg else None,
+                # the random-stream version matters only where corrupted images were drawn
+                "streams": cfg.get("streams", LEGACY_STREAMS) if cfg and len(cor) else None,
                 "n_images": n_images,
                 "corruptions": tuple(order_corruptions(cor["corruption"].unique())),
                 "severities": tuple(sorted(int(s) for s in cor["severity"].unique())),

@@ -379,6 +379,11 @@ def test_verbatim_copy_of_a_run_counts_once(tmp_path):
     df.to_parquet(tmp_path / "runs2" / "b" / "metrics.parquet")
     with pytest.raises(UserError, match="numbers differ"):
         compare_runs(tmp_path / "runs2")
+    # grouped by run they are two models (e.g. one seed trained in fp32 and in bf16), paired
+    by_run = compare_runs(tmp_path / "runs2", by="run", reference="other")
+    assert sorted(by_run.frame.index) == ["other", "resnet20-silu-conventional-s0"]
+    assert set(by_run.frame["n"]) == {1}
+    assert by_run.tests[by_run.tests.group != "other"]["n_pairs"].max() == 1
 
 
 def _floor_notes(tmp_path, at_chance, seeds=(0,)):

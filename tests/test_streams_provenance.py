@@ -89,3 +89,19 @@ def test_a_sweep_does_not_mix_stream_versions(tmp_path: Path) -> None:
     (new / "manifest.json").write_text(json.dumps({"config": {"streams": 2}}))
     with pytest.raises(UserError, match=r"silu.*version 2, now it would be 1"):
         check_stream_version(tmp_path, cells, 1)
+
+
+def test_clean_only_runs_compare_whatever_their_version(tmp_path: Path) -> None:
+    from robustbench_act.runset import check_same_data, load_runs
+
+    for name, version in (("a", 1), ("b", 2)):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        ds = ImageDataset(name="t", classes=["a", "b"], mean=(0.5,) * 3, std=(0.2,) * 3,
+                          images=torch.zeros(4, 3, 16, 16, dtype=torch.uint8), labels=[0, 1, 0, 1])  # fmt: skip
+        info = {"m": {"model": "tiny", "activation": "relu", "order": "conventional", "seed": 0}}
+        with corruptions.using_streams(version):
+            run_models({"m": model}, info, ds, out=tmp_path / name, corruptions=[], severities=[1], probes="none",
+                       config={"dataset": "t", "corruptions": [], "severities": [1], "probes": "none", "clean": True},
+                       batch_size=4)  # fmt: skip
+    assert not [p for p in check_same_data(load_runs([tmp_path / "a", tmp_path / "b"])) if "random-stream" in p]
