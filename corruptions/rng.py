@@ -405,9 +405,10 @@ class SampleRNG:
         invert one 32-bit uniform against their level's CDF table
         (:func:`corruptions.streams.invert_levels`); the others draw as :meth:`poisson`.
         """
-        if self.version < 2:
+        from corruptions.streams import MAX_TABLE_SCALE, invert_levels, level_mask
+
+        if self.version < 2 or not 0 <= scale <= MAX_TABLE_SCALE:
             return self.poisson(x.to(torch.float64) * scale)
-        from corruptions.streams import invert_levels, level_mask
 
         if x.shape[:1] != (self.n,):
             raise ValueError(f"poisson: rate must have shape (N={self.n}, ...), got {tuple(x.shape)}")

@@ -13,7 +13,8 @@ by selecting its version (``corruptions.using_streams(1)``, ``apply(..., streams
   of intensities that are exact 8-bit levels (``v / 255`` in float32, what any 8-bit
   image gives) by inverting one 32-bit uniform against the exact CDF of their rate
   (one table per 8-bit level, binary search inside a guide-table bin); any other
-  intensity draws as in version 1; impulse noise takes its hit and its salt-or-pepper coin
+  intensity, and every intensity when the scale exceeds :data:`MAX_TABLE_SCALE`, draws
+  as in version 1; impulse noise takes its hit and its salt-or-pepper coin
   from one draw (top 24 bits, lowest bit) instead of two streams. Same distributions,
   2-9x cheaper on a CPU.
 """
@@ -34,6 +35,9 @@ _SQRT2 = math.sqrt(2.0)
 _U_MIN = 2.0**-33  # the smallest 32-bit uniform, (0 + 0.5) / 2**32
 _TABLES: dict[tuple[float, str], tuple[torch.Tensor, torch.Tensor, int, int]] = {}
 _MAX_TABLES = 32
+#: Rate scales up to this use the per-level tables (256 x ~scale entries); above it every
+#: element draws as in version 1 (a rule on the parameter, so still per-element).
+MAX_TABLE_SCALE = 4096.0
 
 
 def check_streams(version: object) -> int:

@@ -156,3 +156,15 @@ def test_impulse_hits_and_coins_come_from_one_draw_in_version_2() -> None:
     all_hit, _ = SampleRNG(3, 21, torch.arange(2), CPU, streams=2).bernoulli_coin(1.0, 10)
     none_hit, _ = SampleRNG(3, 21, torch.arange(2), CPU, streams=2).bernoulli_coin(0.0, 10)
     assert bool(all_hit.all()) and not bool(none_hit.any())
+
+
+def test_version_2_poisson_beyond_the_table_scale_draws_as_version_1() -> None:
+    from corruptions.streams import MAX_TABLE_SCALE
+
+    x = torch.full((2, 300), 128 / 255.0)
+    big = 4 * MAX_TABLE_SCALE
+    v1 = SampleRNG(4, 5, torch.arange(2), CPU, streams=1).poisson_scaled(x, big)
+    v2 = SampleRNG(4, 5, torch.arange(2), CPU, streams=2).poisson_scaled(x, big)
+    assert torch.equal(v1, v2)
+    rate = float(torch.tensor(128 / 255.0).double() * big)
+    assert abs(v2.double().mean().item() - rate) < 5 * math.sqrt(rate / v2.numel())
