@@ -8,10 +8,13 @@ y down), and pixels past the border are the nearest edge pixel (its default "edg
 virtual-pixel method). So a bright point is smeared into a line on the *opposite* side
 of the offsets, starting at the point itself.
 
-The blur is a gather-and-sum over the ``width`` taps (each sample has its own offsets),
-so it costs ``width`` multiply-adds per pixel whatever the angle, on any device; from
-96x96 px on it is one FFT convolution per sample with the dense kernel instead (same
-result up to float rounding, faster for large images).
+The blur is a sum over the ``width`` taps (each sample has its own offsets), so it costs
+``width`` multiply-adds per pixel whatever the angle: on the CPU as shifted-window adds per
+sample (no index tensors), elsewhere as one gather per tap (few kernel launches); both add
+the same products in the same order, so they give the same bits. Output versions 1 and 2
+(:mod:`corruptions.streams`) blur images of 96x96 px and more by one FFT convolution per
+sample with the dense kernel instead (the same result up to float rounding; it was the
+faster way before the shifted-window sum); version 3 sums the taps at every size.
 """
 
 from __future__ import annotations
@@ -82,8 +85,8 @@ def motion_blur_kernels(
     return kern.view(n, k, k).to(dtype)
 
 
-#: From this many pixels per image on, the blur runs as an FFT convolution (faster on CPU
-#: for large images; the result differs from the tap sum by float rounding only, ~1e-6).
+#: Output versions 1 and 2 blur images of this many pixels and more by an FFT convolution
+#: (the result differs from the tap sum by float rounding only, ~1e-6).
 FFT_MIN_PIXELS = 96 * 96
 #: Taps whose weight is below this fraction of the total are dropped (their sum cannot move
 #: an 8-bit result by more than 255 * 1e-9).
@@ -107,32 +110,54 @@ def _fft_line_blur(
 
 
 def apply_motion_blur(
-    x: torch.Tensor, radius: float, sigma: float, angles_deg: torch.Tensor
+    x: torch.Tensor, radius: float, sigma: float, angles_deg: torch.Tensor, *, version: int = 3
 ) -> torch.Tensor:
-    """Blur every sample of ``x`` (N, C, H, W) along its own angle (degrees, tensor (N,))."""
+    """Blur every sample of ``x`` (N, C, H, W) along its own angle (degrees, tensor (N,)).
+
+    ``version`` is the output version (``rng.version``): below 3, images of
+    :data:`FFT_MIN_PIXELS` and more take the FFT path.
+    """
     n, c, h, wd = x.shape
     angles_deg = angles_deg.to(x.device)
-    if h * wd >= FFT_MIN_PIXELS:
+    if version < 3 and h * wd >= FFT_MIN_PIXELS:
         return _fft_line_blur(x, radius, sigma, angles_deg)
     wt = tap_weights(radius, sigma)
     keep = int((wt >= _NEGLIGIBLE_TAP).sum())  # weights decrease with the tap index
     _, dy, dx = motion_blur_taps(radius, sigma, angles_deg)
-    dy, dx = dy[:, :keep], dx[:, :keep]
-    wt = wt[:keep].tolist()  # host floats: no device sync inside the loop
-    width = keep
+    taps = (wt[:keep].tolist(), dy[:, :keep], dx[:, :keep])  # host weights: no sync in loops
     p = keep - 1
     # offsets never exceed width-1 in magnitude, so one "nearest" pad serves every tap
     xp = pad2d(x, (p, p), (p, p), "nearest")
-    hp, wp = h + 2 * p, wd + 2 * p
+    if x.device.type == "cpu":
+        return _window_tap_sum(xp, (h, wd), p, *taps)
+    return _gather_tap_sum(xp, (h, wd), p, *taps)
+
+
+def _window_tap_sum(xp: torch.Tensor, size: tuple[int, int], p: int, wt: list[float],
+                    dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """Sum of weighted shifted windows of the padded batch, one sample at a time (CPU)."""
+    h, wd = size
+    out = torch.zeros(xp.shape[0], xp.shape[1], h, wd, dtype=xp.dtype)
+    rows, cols = (dy + p).tolist(), (dx + p).tolist()
+    for sample, src, r, q in zip(out, xp, rows, cols):
+        for weight, top, left in zip(wt, r, q):
+            sample.add_(src[:, top : top + h, left : left + wd], alpha=weight)
+    return out
+
+
+def _gather_tap_sum(xp: torch.Tensor, size: tuple[int, int], p: int, wt: list[float],
+                    dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """The same sum as one gather per tap over the whole batch (few launches on a GPU)."""
+    (n, c, hp, wp), (h, wd) = xp.shape, size
     flat = xp.reshape(n, c, hp * wp)
-    rows = torch.arange(h, device=x.device) + p
-    cols = torch.arange(wd, device=x.device) + p
+    rows = torch.arange(h, device=xp.device) + p
+    cols = torch.arange(wd, device=xp.device) + p
     base = (rows.view(-1, 1) * wp + cols.view(1, -1)).view(1, h * wd)  # (1, H*W)
-    shift = dy * wp + dx  # (N, width)
-    out = torch.zeros(n, c, h * wd, device=x.device, dtype=x.dtype)
-    for t in range(width):
+    shift = dy * wp + dx  # (N, taps)
+    out = torch.zeros(n, c, h * wd, device=xp.device, dtype=xp.dtype)
+    for t, weight in enumerate(wt):
         idx = (base + shift[:, t : t + 1]).unsqueeze(1).expand(n, c, h * wd)
-        out.add_(torch.gather(flat, 2, idx), alpha=wt[t])
+        out.add_(torch.gather(flat, 2, idx), alpha=weight)
     return out.view(n, c, h, wd)
 
 
@@ -158,6 +183,7 @@ def quantize_round(x: torch.Tensor) -> torch.Tensor:
 def motion_blur(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
     """One-sided Gaussian-weighted line blur, angle uniform in [-45, 45] degrees per sample."""
     angles = rng.sample_uniform(-45.0, 45.0)
-    out = apply_motion_blur(images, float(params["radius"]), float(params["sigma"]), angles)
+    out = apply_motion_blur(images, float(params["radius"]), float(params["sigma"]), angles,
+                            version=rng.version)  # fmt: skip
     # the reference round-trips through an 8-bit PNG written by ImageMagick (rounding)
     return quantize_round(out)

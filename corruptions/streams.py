@@ -1,14 +1,14 @@
-"""Versions of the random streams: how the hashed bits become normals and Poisson counts.
+"""Output versions: how the hashed bits become normals and Poisson counts, and which kernels.
 
 The hash (:mod:`corruptions.rng`) is the same in every version; a version fixes the
-transforms after it, so a (seed, index, version) triple names one corrupted image for
-good. Manifests and exported datasets record the version; an old result is reproduced
+transforms after it (and the few kernels whose float rounding changed), so a (seed, index,
+version) triple names one corrupted image for good. Manifests and exported datasets record the version; an old result is reproduced
 by selecting its version (``corruptions.using_streams(1)``, ``apply(..., streams=1)``,
 ``actbench run --streams 1``).
 
 - **1** (until robustbench-act 0.1): normals ``float32(ndtri(u))`` with float64 ndtri,
   Poisson counts by numpy's exact samplers (CDF inversion below rate 10, PTRS above).
-- **2** (the default): normals ``sqrt(2) * erfinv(2u - 1)`` in float32 from the same
+- **2**: normals ``sqrt(2) * erfinv(2u - 1)`` in float32 from the same
   24-bit uniforms (``2u - 1`` is exact in float32, so only erfinv rounds); Poisson counts
   of intensities that are exact 8-bit levels (``v / 255`` in float32, what any 8-bit
   image gives) by inverting one 32-bit uniform against the exact CDF of their rate
@@ -17,6 +17,10 @@ by selecting its version (``corruptions.using_streams(1)``, ``apply(..., streams
   as in version 1; impulse noise takes its hit and its salt-or-pepper coin
   from one draw (top 24 bits, lowest bit) instead of two streams. Same distributions,
   2-9x cheaper on a CPU.
+- **3** (the default): the streams of version 2; motion blur (motion_blur, and snow's
+  layer) is the exact tap sum at every image size, where versions 1 and 2 switch to an
+  FFT convolution from 96x96 px (equal up to float rounding, ~1e-6, so a few 8-bit levels
+  differ). Outputs below 96x96 px are the same bits as version 2.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ from collections.abc import Iterator
 
 import torch
 
-STREAM_VERSIONS = (1, 2)
-DEFAULT_STREAMS = 2
+STREAM_VERSIONS = (1, 2, 3)
+DEFAULT_STREAMS = 3
 _STATE: dict[str, object] = {"version": os.environ.get("CORRUPTIONS_STREAMS") or DEFAULT_STREAMS}
 _SQRT2 = math.sqrt(2.0)
 _U_MIN = 2.0**-33  # the smallest 32-bit uniform, (0 + 0.5) / 2**32
@@ -53,7 +57,7 @@ def check_streams(version: object) -> int:
 
 
 def stream_version() -> int:
-    """The version ``apply`` uses when a call names none (``CORRUPTIONS_STREAMS`` or 2)."""
+    """The version ``apply`` uses when a call names none (``CORRUPTIONS_STREAMS`` or 3)."""
     return check_streams(_STATE["version"])
 
 

@@ -120,7 +120,7 @@ def snow(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
     layer = torch.floor(layer.clamp(0.0, 1.0) * 255.0) / 255.0
     angles = rng.sample_uniform(-135.0, -45.0)
     layer = apply_motion_blur(
-        layer, float(params["blur_radius"]), float(params["blur_sigma"]), angles
+        layer, float(params["blur_radius"]), float(params["blur_sigma"]), angles, version=rng.version
     )
     layer = quantize_round(layer)  # ImageMagick writes 8 bits back (rounding)
     blend = float(params["blend"])

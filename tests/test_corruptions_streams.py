@@ -43,8 +43,8 @@ def test_version_1_reproduces_the_outputs_from_before_versioning(name: str) -> N
     assert hashlib.sha256(y.numpy().tobytes()).hexdigest()[:16] == V1_DIGESTS[name]
 
 
-def test_version_2_is_the_default_and_shot_and_impulse_noise_differ_from_version_1() -> None:
-    assert corruptions.DEFAULT_STREAMS == 2 == corruptions.stream_version()
+def test_version_3_is_the_default_and_shot_and_impulse_noise_differ_from_version_1() -> None:
+    assert corruptions.DEFAULT_STREAMS == 3 == corruptions.stream_version()
     assert _digest("shot_noise", 2) != V1_DIGESTS["shot_noise"]
     assert _digest("impulse_noise", 2) != V1_DIGESTS["impulse_noise"]
     a = corruptions.apply(_batch(), "shot_noise", 5, seed=11, indices=range(40, 46))
@@ -121,9 +121,9 @@ def test_the_version_is_chosen_per_call_per_block_or_per_process_and_validated()
         assert v == 1 == corruptions.stream_version()
         with corruptions.using_streams(None):
             assert corruptions.stream_version() == 1
-    assert corruptions.stream_version() == 2
-    for bad in (3, "0", "x", None, 1.5):
-        with pytest.raises(corruptions.CorruptionError, match=r"unknown random-stream version .*valid: 1, 2"):
+    assert corruptions.stream_version() == 3
+    for bad in (4, "0", "x", None, 1.5):
+        with pytest.raises(corruptions.CorruptionError, match=r"unknown random-stream version .*valid: 1, 2, 3"):
             corruptions.check_streams(bad)
     with pytest.raises(corruptions.CorruptionError, match="random-stream"):
         corruptions.apply(_batch(), "gaussian_noise", 1, streams=7)
@@ -140,7 +140,7 @@ def test_exported_datasets_record_the_version(tmp_path) -> None:
         assert json.loads((out / "manifest.json").read_text())["streams"] == version
     one, two = (np.load(tmp_path / f"v{v}" / "shot_noise.npy") for v in (1, 2))
     assert not np.array_equal(one, two)
-    assert corruptions.stream_version() == 2
+    assert corruptions.stream_version() == 3
 
 
 def test_impulse_hits_and_coins_come_from_one_draw_in_version_2() -> None:

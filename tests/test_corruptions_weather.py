@@ -393,6 +393,30 @@ def test_severity_ordering(size, photos):
 def test_fft_path_equals_tap_sum(monkeypatch):
     x = torch.rand(3, 2, 40, 36)
     angles = torch.tensor([-40.0, 3.0, 44.0])
-    taps = motion.apply_motion_blur(x, 10, 3, angles)
+    taps = motion.apply_motion_blur(x, 10, 3, angles, version=2)
     monkeypatch.setattr(motion, "FFT_MIN_PIXELS", 1)
-    torch.testing.assert_close(motion.apply_motion_blur(x, 10, 3, angles), taps, atol=2e-6, rtol=0)
+    fft = motion.apply_motion_blur(x, 10, 3, angles, version=2)
+    assert not torch.equal(fft, taps)  # the FFT path really ran
+    torch.testing.assert_close(fft, taps, atol=2e-6, rtol=0)
+    # version 3 sums the taps at every size
+    assert torch.equal(motion.apply_motion_blur(x, 10, 3, angles, version=3), taps)
+
+
+@pytest.mark.parametrize("size", [(17, 17), (30, 31), (100, 97)])
+def test_tap_sum_equals_dense_kernel_correlation_at_any_size(size):
+    """The shifted-window sum is the ImageMagick kernel, small images and large (version 3)."""
+    x = torch.rand(3, 2, *size, dtype=torch.float64)
+    angles = torch.tensor([-45.0, 12.5, 44.0])
+    dense = motion.motion_blur_kernels(15, 8, angles, dtype=torch.float64)
+    want = filter2d_per_sample(x, dense, mode="nearest")
+    torch.testing.assert_close(motion.apply_motion_blur(x, 15, 8, angles), want, atol=1e-12, rtol=0)
+
+
+def test_version_3_changes_only_large_motion_blur_and_by_at_most_one_level():
+    big = (torch.rand(2, 3, 100, 100) * 255).round().to(torch.uint8)
+    small = big[..., :40, :40].contiguous()
+    for name in ("motion_blur", "snow"):
+        a, b = (corruptions.apply(small, name, 5, seed=3, streams=v) for v in (2, 3))
+        assert torch.equal(a, b), name
+        a, b = (corruptions.apply(big, name, 5, seed=3, streams=v) for v in (2, 3))
+        assert (a.int() - b.int()).abs().max() <= 1, name
