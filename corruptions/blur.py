@@ -141,6 +141,8 @@ def _zoom_taps(size: int, zoom: float) -> tuple[torch.Tensor, torch.Tensor, torc
 
 def _lerp_taps(x: torch.Tensor, dim: int, i0: torch.Tensor, i1: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """``x[i0] * (1 - f) + x[i1] * f`` along ``dim``: the same two products and sum, in place."""
+    if dim == x.dim() - 1:
+        return ops.select_last(x, i0).mul_(1 - f).add_(ops.select_last(x, i1).mul_(f))
     out = x.index_select(dim, i0).mul_(1 - f)
     return out.add_(x.index_select(dim, i1).mul_(f))
 

@@ -262,7 +262,7 @@ def pil_nearest_resize(images: torch.Tensor, height: int, width: int) -> torch.T
     """PIL ``Image.resize((width, height), Image.NEAREST)`` on (N, C, H, W) tensors, exactly."""
     rows = _pil_nearest_index(images.shape[2], height).to(images.device)
     cols = _pil_nearest_index(images.shape[3], width).to(images.device)
-    return images.index_select(2, rows).index_select(3, cols)
+    return ops.select_last(images.index_select(2, rows), cols)
 
 
 def _pixelate_levels(levels: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:

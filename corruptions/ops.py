@@ -60,6 +60,17 @@ def border_indices(size: int, before: int, after: int, mode: str, device: torch.
 _TORCH_PAD = {"nearest": "replicate", "mirror": "reflect", "wrap": "circular"}
 
 
+def select_last(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x.index_select(-1, index)``; float32 through a 2-D view, the same values 2-4x faster.
+
+    On a CPU, torch selects columns of a 2-D float32 tensor by a fast path that 3-D/4-D
+    tensors and other dtypes miss (int32 and float64 are slower through the view, measured).
+    """
+    if x.dtype != torch.float32 or x.dim() <= 2 or x.device.type != "cpu":
+        return x.index_select(-1, index)
+    return x.reshape(-1, x.shape[-1]).index_select(1, index).view(*x.shape[:-1], index.numel())
+
+
 def pad2d(x: torch.Tensor, pad_h: tuple[int, int], pad_w: tuple[int, int], mode: str) -> torch.Tensor:
     """Pad the last two dims of ``x`` with a scipy-named border mode (any pad size).
 
@@ -74,7 +85,7 @@ def pad2d(x: torch.Tensor, pad_h: tuple[int, int], pad_w: tuple[int, int], mode:
     if pad_h != (0, 0):
         x = x.index_select(-2, border_indices(h, pad_h[0], pad_h[1], mode, x.device))
     if pad_w != (0, 0):
-        x = x.index_select(-1, border_indices(w, pad_w[0], pad_w[1], mode, x.device))
+        x = select_last(x, border_indices(w, pad_w[0], pad_w[1], mode, x.device))
     return x
 
 

@@ -440,7 +440,7 @@ def apply(
     ``params`` overrides (some of) the severity's parameters, or gives all of them
     when ``severity`` is None (parametric use, e.g. ``params={"sigma": 0.15}``).
     ``streams`` picks the random-stream version (:mod:`corruptions.streams`; None: the
-    process default, 2 unless set).
+    process default, 3 unless set).
     """
     _validate_images(images)
     version = stream_version() if streams is None else check_streams(streams)

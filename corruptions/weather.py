@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from corruptions.motion import apply_motion_blur, quantize_round
-from corruptions.ops import pad2d, shift_filter, shift_gaussian
+from corruptions.ops import pad2d, select_last, shift_filter, shift_gaussian
 from corruptions.registry import DEFAULT_CHUNK_VALUES, CorruptionError, register
 from corruptions.rng import SampleRNG
 
@@ -66,7 +66,7 @@ def clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
     fr = fr.to(x.dtype).view(-1, 1)
     fc = fc.to(x.dtype)
     y = x.index_select(-2, r0) * (1 - fr) + x.index_select(-2, r1) * fr
-    return y.index_select(-1, c0) * (1 - fc) + y.index_select(-1, c1) * fc
+    return select_last(y, c0) * (1 - fc) + select_last(y, c1) * fc
 
 
 def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
