@@ -10,7 +10,8 @@ of the offsets, starting at the point itself.
 
 The blur is a sum over the ``width`` taps (each sample has its own offsets), so it costs
 ``width`` multiply-adds per pixel whatever the angle: on the CPU as shifted-window adds per
-sample (no index tensors), elsewhere as one gather per tap (few kernel launches); both add
+sample (no index tensors) for all but tiny samples, else as one gather per tap over the
+batch (few calls, few kernel launches on a GPU); both add
 the same products in the same order, so they give the same bits. Output versions 1 and 2
 (:mod:`corruptions.streams`) blur images of 96x96 px and more by one FFT convolution per
 sample with the dense kernel instead (the same result up to float rounding; it was the
@@ -88,6 +89,9 @@ def motion_blur_kernels(
 #: Output versions 1 and 2 blur images of this many pixels and more by an FFT convolution
 #: (the result differs from the tap sum by float rounding only, ~1e-6).
 FFT_MIN_PIXELS = 96 * 96
+#: On the CPU, samples of at least this many values (C*H*W) sum shifted windows; smaller ones
+#: gather (per-sample Python loops cost more than they save there; measured crossover).
+WINDOW_MIN_VALUES = 2048
 #: Taps whose weight is below this fraction of the total are dropped (their sum cannot move
 #: an 8-bit result by more than 255 * 1e-9).
 _NEGLIGIBLE_TAP = 1e-9
@@ -128,7 +132,7 @@ def apply_motion_blur(
     p = keep - 1
     # offsets never exceed width-1 in magnitude, so one "nearest" pad serves every tap
     xp = pad2d(x, (p, p), (p, p), "nearest")
-    if x.device.type == "cpu":
+    if x.device.type == "cpu" and c * h * wd >= WINDOW_MIN_VALUES:
         return _window_tap_sum(xp, (h, wd), p, *taps)
     return _gather_tap_sum(xp, (h, wd), p, *taps)
 

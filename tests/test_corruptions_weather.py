@@ -412,6 +412,16 @@ def test_tap_sum_equals_dense_kernel_correlation_at_any_size(size):
     torch.testing.assert_close(motion.apply_motion_blur(x, 15, 8, angles), want, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("shape", [(5, 1, 32, 32), (4, 3, 30, 31), (2, 3, 100, 97)])
+def test_shifted_windows_and_gathers_give_the_same_bits(monkeypatch, shape):
+    x = torch.rand(*shape)
+    angles = torch.linspace(-45, 45, shape[0])
+    monkeypatch.setattr(motion, "WINDOW_MIN_VALUES", 0)
+    windows = motion.apply_motion_blur(x, 9, 2.5, angles)
+    monkeypatch.setattr(motion, "WINDOW_MIN_VALUES", 10**9)
+    assert torch.equal(motion.apply_motion_blur(x, 9, 2.5, angles), windows)
+
+
 def test_version_3_changes_only_large_motion_blur_and_by_at_most_one_level():
     big = (torch.rand(2, 3, 100, 100) * 255).round().to(torch.uint8)
     small = big[..., :40, :40].contiguous()
