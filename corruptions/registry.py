@@ -542,7 +542,13 @@ def _apply_chunk(
         # rounding of values the float64 reference would put exactly on a level.
         # (out is in [0, 1] here, so the levels are in [0, 255] without a second clamp)
         levels = out.mul_(255.0).add_(1e-4).floor_()
-        return levels if orig_dtype == torch.uint8 else levels.div_(255.0)
+        return _for_uint8(levels) if orig_dtype == torch.uint8 else levels.div_(255.0)
     if orig_dtype == torch.uint8:
-        return out.mul_(255.0).round_()
+        return _for_uint8(out.mul_(255.0).round_())
     return out
+
+
+def _for_uint8(levels: torch.Tensor) -> torch.Tensor:
+    """Integer-valued float levels 0..255 as int16, the same values: torch converts float32
+    to uint8 without vectorising, float32 -> int16 -> uint8 is 2.5x faster on a CPU."""
+    return levels.to(torch.int16) if levels.device.type == "cpu" else levels
