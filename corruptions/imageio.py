@@ -8,6 +8,7 @@ JPEG corruption is the reference's codec itself. Images travel as uint8 tensors
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -75,22 +76,74 @@ def write_png(path: str | os.PathLike, image: torch.Tensor) -> None:
     Path(path).write_bytes(encode_png(image))
 
 
-def _jpeg_chunk(arrs: np.ndarray, quality: int) -> np.ndarray:
-    """Encode each (H, W, C) uint8 image of ``arrs`` as a JPEG with Pillow and decode it again."""
+def _saved_jpeg(mode: str, size: tuple[int, int], data: bytes, quality: int):  # -> Image
+    """The reference's round trip of one image: ``Image.save(JPEG, quality)``, ``Image.open``."""
     from PIL import Image
 
+    buf = io.BytesIO()
+    image = Image.frombuffer(mode, size, data, "raw", mode, 0, 1)
+    image.save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as img:
+        img.load()
+        return image, img.tobytes()
+
+
+@functools.lru_cache(maxsize=64)
+def _direct_encoder_config(mode: str, quality: int) -> tuple | None:
+    """Pillow's JPEG encoder settings for ``quality``, if calling its codec directly is exact.
+
+    ``Image.save`` spends most of a small image's time in Python (option parsing, marker
+    parsing on ``open``); the same libjpeg encoder and decoder run without it through
+    ``Image.tobytes("jpeg", ...)`` and ``Image.frombytes(..., "jpeg", ...)``. The settings
+    are the ones ``save`` itself computed (``encoderconfig``); the direct path is used only
+    if it reproduces ``save``'s file and ``open``'s pixels on a probe image, else None (the
+    ``save``/``open`` path: same pixels, slower).
+    """
+    from PIL import Image
+
+    c = len(mode)
+    probe = np.random.default_rng(0).integers(0, 256, (24, 40, c), dtype=np.uint8)
+    probe[8:, :20] //= 3  # some smooth, some busy blocks
+    image, pixels = _saved_jpeg(mode, (40, 24), probe.tobytes(), quality)
+    config = getattr(image, "encoderconfig", None)
+    if not isinstance(config, tuple):
+        return None
+    try:
+        direct = _direct_roundtrip(mode, (40, 24), probe.tobytes(), config)
+    except (OSError, ValueError, TypeError, SystemError):
+        return None
+    buf = io.BytesIO()
+    Image.frombuffer(mode, (40, 24), probe.tobytes(), "raw", mode, 0, 1).save(buf, format="JPEG", quality=quality)
+    encoded = Image.frombuffer(mode, (40, 24), probe.tobytes(), "raw", mode, 0, 1).tobytes("jpeg", mode, *config)
+    return config if direct == pixels and encoded == buf.getvalue() else None
+
+
+def _direct_roundtrip(mode: str, size: tuple[int, int], data: bytes, config: tuple) -> bytes:
+    """Pillow's JPEG encoder then decoder on one image, without ``save``/``open``."""
+    from PIL import Image
+
+    encoded = Image.frombuffer(mode, size, data, "raw", mode, 0, 1).tobytes("jpeg", mode, *config)
+    return Image.frombytes(mode, size, encoded, "jpeg", mode, "").tobytes()
+
+
+def jpeg_codec_path(channels: int, quality: int) -> str:
+    """Which Pillow path the round trip takes here: ``"direct"`` or ``"save/open"`` (same pixels)."""
+    return "direct" if _direct_encoder_config(MODES[channels], int(quality)) is not None else "save/open"
+
+
+def _jpeg_chunk(arrs: np.ndarray, quality: int) -> np.ndarray:
+    """Encode each (H, W, C) uint8 image of ``arrs`` as a JPEG with Pillow and decode it again."""
     n, h, w, c = arrs.shape
     mode = MODES[c]
+    config = _direct_encoder_config(mode, quality)
     out = np.empty_like(arrs)
     for i in range(n):
-        buf = io.BytesIO()
-        Image.frombuffer(mode, (w, h), arrs[i].tobytes(), "raw", mode, 0, 1).save(
-            buf, format="JPEG", quality=quality
-        )
-        buf.seek(0)
-        with Image.open(buf) as img:
-            img.load()
-            out[i] = np.frombuffer(img.tobytes(), dtype=np.uint8).reshape(h, w, c)
+        if config is not None:
+            pixels = _direct_roundtrip(mode, (w, h), arrs[i].tobytes(), config)
+        else:
+            pixels = _saved_jpeg(mode, (w, h), arrs[i].tobytes(), quality)[1]
+        out[i] = np.frombuffer(pixels, dtype=np.uint8).reshape(h, w, c)
     return out
 
 

@@ -30,6 +30,27 @@ def test_jpeg_roundtrip_is_pil_whatever_the_threads(shape) -> None:
         assert np.array_equal(one[i].permute(1, 2, 0).numpy().reshape(ref.shape), ref)
 
 
+def _photo_like(n: int, c: int, h: int, w: int) -> torch.Tensor:
+    """Smooth gradients plus noise: blocks of every kind for the codec."""
+    g = torch.Generator().manual_seed(1)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    base = (yy * 180 + xx * 60).expand(n, c, h, w)
+    return (base + torch.randn(n, c, h, w, generator=g) * 25).clamp(0, 255).to(torch.uint8)
+
+
+@pytest.mark.parametrize("quality", [1, 7, 25, 58, 80, 95, 100])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_direct_codec_path_is_pillows_save_and_open(quality: int, channels: int) -> None:
+    """Calling Pillow's JPEG codec without save/open gives save/open's pixels (the fast path)."""
+    assert imageio.jpeg_codec_path(channels, quality) == "direct"
+    x = torch.cat([_photo_like(3, channels, 32, 32), _photo_like(2, channels, 45, 61)[..., :32, :32]])
+    out = imageio.jpeg_roundtrip(x, quality, workers=1)
+    for i in range(x.shape[0]):
+        arr = x[i].permute(1, 2, 0).numpy()
+        ref = _pil_jpeg(arr[..., 0] if channels == 1 else arr, quality)
+        assert np.array_equal(out[i].permute(1, 2, 0).numpy().reshape(ref.shape), ref), i
+
+
 def test_png_and_image_files(tmp_path: Path) -> None:
     rgb = torch.randint(0, 256, (3, 9, 14), dtype=torch.uint8)
     grey = rgb[:1].clone()
