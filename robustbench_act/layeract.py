@@ -118,30 +118,38 @@ def _chunk_rows(x: torch.Tensor) -> int:
 
 
 def _forward_chunk(
-    x: torch.Tensor, scale: str, alpha: float, red: tuple[int, ...], count: int
+    x: torch.Tensor, scale: str, alpha: float, red: tuple[int, ...], count: int,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(output in x's dtype, mu, rstd) of one chunk; two-pass statistics in the compute dtype.
 
     The mean, then the norm of the centred values (needed anyway): ``torch.var_mean``'s
-    Welford reduction is ~30x slower than a mean on CPU.
+    Welford reduction is ~30x slower than a mean on CPU. ``out`` (x's shape and dtype)
+    receives the output when x is already in the compute dtype (no copy).
     """
     xc = x.to(compute_dtype(x.dtype))
     mu = xc.mean(dim=red, keepdim=True)
     n = xc - mu
     var = torch.linalg.vector_norm(n, dim=red, keepdim=True).square_().div_(count - 1)
     rstd = torch.rsqrt(var.add_(alpha))
-    out = _scale_inplace(scale, n.mul_(rstd)).mul_(xc)
-    return out.to(x.dtype), mu, rstd
+    s = _scale_inplace(scale, n.mul_(rstd))
+    if out is not None and xc is x:
+        return torch.mul(s, xc, out=out), mu, rstd
+    y = s.mul_(xc).to(x.dtype)
+    if out is not None:
+        out.copy_(y)
+    return y, mu, rstd
 
 
 def _backward_chunk(
     x: torch.Tensor, g: torch.Tensor, mu: torch.Tensor, rstd: torch.Tensor, scale: str,
-    red: tuple[int, ...], count: int,
+    red: tuple[int, ...], count: int, out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """dL/dx of one chunk: g * s(n) + rstd * (h - mean(h) - n * sum(h * n) / (count - 1)).
 
     h = dL/dn = g * x * s'(n); the last step is three fused multiply-adds with per-group
-    coefficients (rstd, -rstd * mean(h), -rstd * sum(h n) / (count - 1)).
+    coefficients (rstd, -rstd * mean(h), -rstd * sum(h n) / (count - 1)). ``out`` (x's
+    shape and dtype) receives the gradient.
     """
     xc = x.to(mu.dtype)
     g = g.to(mu.dtype)
@@ -154,8 +162,13 @@ def _backward_chunk(
         h = (g * xc).mul_(ds)
     h_mean = h.mean(dim=red, keepdim=True)
     hn = torch.mul(h, n).sum(dim=red, keepdim=True).div_(count - 1)
-    grad = torch.addcmul(h_mean.mul_(rstd).neg_(), h, rstd)
-    return grad.addcmul_(n, hn.mul_(rstd).neg_()).addcmul_(g, s).to(x.dtype)
+    into = out if out is not None and out.dtype == h.dtype else None  # write in place: no copy
+    grad = torch.addcmul(h_mean.mul_(rstd).neg_(), h, rstd, out=into) if into is not None else \
+        torch.addcmul(h_mean.mul_(rstd).neg_(), h, rstd)
+    grad = grad.addcmul_(n, hn.mul_(rstd).neg_()).addcmul_(g, s)
+    if out is None:
+        return grad.to(x.dtype)
+    return out if into is not None else out.copy_(grad)
 
 
 class LayerActFn(torch.autograd.Function):
@@ -172,8 +185,8 @@ class LayerActFn(torch.autograd.Function):
                 out = torch.empty_like(x)
                 parts = []
                 for a in range(0, x.shape[0], step):
-                    y, mu_c, rstd_c = _forward_chunk(x[a : a + step], scale, alpha, red, count)
-                    out[a : a + step] = y
+                    _, mu_c, rstd_c = _forward_chunk(x[a : a + step], scale, alpha, red, count,
+                                                     out=out[a : a + step])  # fmt: skip
                     parts.append((mu_c, rstd_c))
                 mu, rstd = (torch.cat(t) for t in zip(*parts))
         ctx.save_for_backward(x, mu, rstd)
@@ -194,5 +207,5 @@ class LayerActFn(torch.autograd.Function):
             grad = torch.empty_like(x)
             for a in range(0, x.shape[0], step):
                 b = slice(a, a + step)
-                grad[b] = _backward_chunk(x[b], grad_out[b], mu[b], rstd[b], scale, red, count)
+                _backward_chunk(x[b], grad_out[b], mu[b], rstd[b], scale, red, count, out=grad[b])
         return grad, None, None, None
