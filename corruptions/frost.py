@@ -474,7 +474,7 @@ def frost_layers(n: int, h: int, w: int, rng: SampleRNG, device: torch.device) -
 
 @register(
     "frost",
-    chunk_values=DEFAULT_CHUNK_VALUES,
+    chunk_values=2 * DEFAULT_CHUNK_VALUES,  # a light blend: fewer, larger calls (1.25x at 32 px)
     group="weather",
     presets={
         "cifar": [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],
