@@ -440,9 +440,29 @@ def _crop_per_sample(
     src: torch.Tensor, r0: torch.Tensor, c0: torch.Tensor, h: int, w: int
 ) -> torch.Tensor:
     """Crops (n, C, h, w) of ``src`` (C, H', W') at per-sample top-left corners."""
+    if h * w >= SLICED_CROP_PIXELS and src.device.type == "cpu":
+        return torch.stack([src[:, top : top + h, left : left + w] for top, left in zip(r0.tolist(), c0.tolist())])
     rows = (r0.view(-1, 1) + torch.arange(h, device=src.device)).unsqueeze(-1)  # (n, h, 1)
     cols = (c0.view(-1, 1) + torch.arange(w, device=src.device)).unsqueeze(1)  # (n, 1, w)
     return src[:, rows, cols].permute(1, 0, 2, 3)
+
+
+#: Crops of at least this many pixels are sliced one sample at a time (contiguous row copies,
+#: 6x faster than one indexed copy at 224 px on a CPU); smaller ones are one indexed copy of
+#: unfolded windows (2.6x faster than the loop at 32 px; even at 64 px). Same values.
+SLICED_CROP_PIXELS = 64 * 64
+
+
+def _bank_crops(bank: torch.Tensor, which: torch.Tensor, r0: torch.Tensor, c0: torch.Tensor,
+                h: int, w: int) -> torch.Tensor:  # fmt: skip
+    """Crops (n, 3, h, w) of the texture bank (count, 3, H', W') at per-sample corners."""
+    if h * w < SLICED_CROP_PIXELS or bank.device.type != "cpu":
+        windows = bank.unfold(2, h, 1).unfold(3, w, 1)  # (count, 3, rows, cols, h, w) view
+        return windows[which, :, r0, c0]  # one indexed copy of the n crops
+    out = torch.empty(which.numel(), bank.shape[1], h, w, dtype=bank.dtype)
+    for crop, k, top, left in zip(out, which.tolist(), r0.tolist(), c0.tolist()):
+        crop.copy_(bank[k, :, top : top + h, left : left + w])
+    return out
 
 
 def frost_layers(n: int, h: int, w: int, rng: SampleRNG, device: torch.device) -> torch.Tensor:
@@ -459,8 +479,7 @@ def frost_layers(n: int, h: int, w: int, rng: SampleRNG, device: torch.device) -
         # np.random.randint(0, size - crop): offsets in [0, size - crop)
         r0 = torch.floor(u_r * (sources.shape[-2] - h)).to(torch.int64)
         c0 = torch.floor(u_c * (sources.shape[-1] - w)).to(torch.int64)
-        windows = sources.unfold(2, h, 1).unfold(3, w, 1)  # (count, 3, rows, cols, h, w) view
-        return windows[which, :, r0, c0]  # one indexed copy of the n crops
+        return _bank_crops(sources, which, r0, c0, h, w)
     out = torch.empty(n, 3, h, w, device=device)
     for k, src in enumerate(sources):
         sel = (which == k).nonzero().view(-1)

@@ -296,6 +296,23 @@ def test_frost_texture_statistics():
         assert torch.equal(bank, frost_mod.frost_texture_bank(s, s))  # cached, deterministic
 
 
+@pytest.mark.parametrize("source", ["procedural", "photos"])
+def test_frost_crops_sliced_or_indexed_are_the_same(tmp_path, monkeypatch, source):
+    """Large crops are sliced per sample, small ones indexed: the same values either way."""
+    if source == "photos":
+        from PIL import Image
+
+        g = np.random.default_rng(0)
+        for i in range(2):
+            Image.fromarray(g.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(tmp_path / f"f{i}.png")
+    x = torch.rand(6, 3, 40, 48)
+    with frost_mod.frost_images(str(tmp_path) if source == "photos" else "procedural"):
+        monkeypatch.setattr(frost_mod, "SLICED_CROP_PIXELS", 10**9)
+        indexed = corruptions.apply(x, "frost", 4, seed=2)
+        monkeypatch.setattr(frost_mod, "SLICED_CROP_PIXELS", 1)
+        assert torch.equal(corruptions.apply(x, "frost", 4, seed=2), indexed)
+
+
 def test_frost_uses_user_photographs(tmp_path, monkeypatch):
     from PIL import Image
 
