@@ -438,6 +438,6 @@ def elastic_transform(images: torch.Tensor, params: dict, rng: SampleRNG) -> tor
     sigma = _number("elastic_transform", "sigma", params["sigma"], 0.0) * size
     affine = _number("elastic_transform", "affine", params["affine"], 0.0) * size
     jitter = ((rng.uniform(3, 2, dtype=torch.float64) * 2.0 - 1.0) * affine).to(torch.float32)
-    noise_x = rng.uniform(h, w, dtype=torch.float64) * 2.0 - 1.0
-    noise_y = rng.uniform(h, w, dtype=torch.float64) * 2.0 - 1.0
+    noise_x = rng.uniform(h, w, dtype=torch.float64).mul_(2.0).sub_(1.0)  # in place: the same steps
+    noise_y = rng.uniform(h, w, dtype=torch.float64).mul_(2.0).sub_(1.0)
     return elastic_warp(images, jitter, noise_x, noise_y, alpha, sigma)
