@@ -29,6 +29,9 @@ A=(relu-conventional silu-conventional la_silu-conventional la_hardsilu-conventi
 # A: LayerAct against ReLU and against SiLU (conventional order)
 study A-vs-relu relu activation relu-conventional "${A[@]}"
 study A-vs-silu silu activation silu-conventional "${A[@]}"
+# A without silu (two seeds so far): relu, la_silu, la_hardsilu have three paired seeds, so
+# this table's tests pair the seeds (compare tests across seeds only when every group has >= 3)
+study A3-vs-relu relu activation relu-conventional relu-conventional la_silu-conventional la_hardsilu-conventional
 # B: tanh with BatchNorm before (conventional) and after (swapped) the activation
 study B-tanh-order conventional order tanh-conventional tanh-conventional tanh-swapped
 # C: ANAct-normalised SiLU against SiLU
