@@ -49,3 +49,25 @@ def set_thread_defaults(env: MutableMapping[str, str] = os.environ) -> int | Non
     n = default_threads()
     env["OMP_NUM_THREADS"] = str(n)
     return n
+
+
+#: Environment variable choosing LayerAct's CPU kernel (robustbench_act/layeract.py).
+LAYERACT_KERNEL_ENV = "ACTBENCH_LAYERACT_KERNEL"
+#: auto: compiled by inductor when a C++ compiler is there, else eager; inductor; eager.
+LAYERACT_KERNELS = ("auto", "inductor", "eager")
+
+
+def requested_layeract_kernel(env: MutableMapping[str, str] = os.environ) -> str:
+    """The LayerAct CPU kernel the environment asks for (default auto); bad values raise.
+
+    Torch-free, so the CLI checks it before any command starts writing output.
+    """
+    from robustbench_act.errors import UserError, closest
+
+    value = env.get(LAYERACT_KERNEL_ENV, "").strip().lower() or "auto"
+    if value not in LAYERACT_KERNELS:
+        near = closest(value, LAYERACT_KERNELS)
+        hint = f"; closest: {', '.join(near)}" if near else ""
+        raise UserError(f"{LAYERACT_KERNEL_ENV}={value!r} is not a LayerAct kernel{hint} "
+                        f"(valid: {', '.join(LAYERACT_KERNELS)})")  # fmt: skip
+    return value

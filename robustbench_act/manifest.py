@@ -67,6 +67,8 @@ def numerics() -> dict[str, Any]:
 
     import torch
 
+    from robustbench_act.layeract import cpu_kernel
+
     out: dict[str, Any] = {
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
@@ -78,9 +80,11 @@ def numerics() -> dict[str, Any]:
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
         "cuda_matmul_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
         "cudnn_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "layeract_cpu_kernel": cpu_kernel(),
     }
     env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY",
-                                      "KMP_BLOCKTIME", "CUBLAS_WORKSPACE_CONFIG") if k in os.environ}  # fmt: skip
+                                      "KMP_BLOCKTIME", "CUBLAS_WORKSPACE_CONFIG",
+                                      "ACTBENCH_LAYERACT_KERNEL") if k in os.environ}  # fmt: skip
     if env:
         out["environment"] = env
     return out

@@ -11,6 +11,10 @@ os.environ.setdefault("ACTBENCH_CACHE", "off")
 # Nor frost photographs an installed package happens to ship (imagecorruptions): the tests of
 # that lookup point it at their own fake package.
 os.environ.setdefault("ACTBENCH_FROST_DIR", "procedural")
+# LayerAct's compiled CPU kernel (the default outside the tests) costs seconds per new
+# tensor shape to compile; the suite runs the eager kernel except where a test asks for
+# inductor (tests/test_activations.py runs the kernel tests on both).
+os.environ.setdefault("ACTBENCH_LAYERACT_KERNEL", "eager")
 
 
 @pytest.fixture(autouse=True)

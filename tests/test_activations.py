@@ -277,9 +277,17 @@ def test_entry_point_discovery(monkeypatch: pytest.MonkeyPatch) -> None:
 # ----------------------------------------------------------------------------- LayerAct
 
 
+@pytest.fixture(params=["eager", "inductor"])
+def la_kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test on one of LayerAct's CPU kernels (the suite's default is eager)."""
+    monkeypatch.setenv("ACTBENCH_LAYERACT_KERNEL", request.param)
+    assert layeract.cpu_kernel() == request.param
+    return request.param
+
+
 @pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("dims", ["sample", "last"])
-def test_layeract_forward_matches_formula_and_gradcheck(scale: str, dims: str) -> None:
+def test_layeract_forward_matches_formula_and_gradcheck(scale: str, dims: str, la_kernel: str) -> None:
     g = torch.Generator().manual_seed(1)
     x = (torch.randn(3, 4, 3, 5, generator=g, dtype=torch.float64) * 2 + 0.5).requires_grad_()
     m = get_activation(f"la_{scale}(dims={dims!r}, alpha=0.01)")
@@ -295,7 +303,7 @@ def test_layeract_forward_matches_formula_and_gradcheck(scale: str, dims: str) -
 
 
 @pytest.mark.parametrize("shape", [(3, 8), (3, 6, 5), (3, 4, 5, 5)])
-def test_layeract_shapes_and_sample_independence(shape: tuple[int, ...]) -> None:
+def test_layeract_shapes_and_sample_independence(shape: tuple[int, ...], la_kernel: str) -> None:
     torch.manual_seed(2)
     m = get_activation("la_silu")
     x = torch.randn(*shape, dtype=torch.float64)
@@ -317,7 +325,7 @@ def test_layeract_train_eval_same_and_no_state() -> None:
     torch.testing.assert_close(m.eval()(x), y_train, rtol=0, atol=0)
 
 
-def test_layeract_channels_last() -> None:
+def test_layeract_channels_last(la_kernel: str) -> None:
     torch.manual_seed(3)
     m = get_activation("la_mish")
     x = torch.randn(2, 8, 5, 5)
@@ -331,7 +339,7 @@ def test_layeract_channels_last() -> None:
     torch.testing.assert_close(xcl.grad, xc.grad, rtol=1e-5, atol=1e-6)
 
 
-def test_layeract_bf16_autocast_uses_fp32_statistics() -> None:
+def test_layeract_bf16_autocast_uses_fp32_statistics(la_kernel: str) -> None:
     g = torch.Generator().manual_seed(4)
     # a large common offset: bf16 statistics would lose the per-sample spread entirely
     x32 = torch.randn(4, 8, 6, 6, generator=g) * 0.05 + 40.0
@@ -387,6 +395,47 @@ def test_layeract_cpu_chunks_match_the_whole_tensor(
         yb = get_activation(f"la_{scale}")(xb)
         yb.float().sum().backward()
     assert yb.dtype == torch.bfloat16 and xb.grad is not None and xb.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_layeract_inductor_kernel_matches_eager_chunk_by_chunk(
+    scale: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiled CPU kernel (3 calls here, the last one shorter) agrees with the eager one."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(5, 6, 4, 4, generator=g) * 2 + 0.3
+    gout = torch.randn(x.shape, generator=g)
+    monkeypatch.setattr(layeract, "INDUCTOR_CHUNK_ELEMENTS", 2 * x[0].numel())
+    m = get_activation(f"la_{scale}")
+    results = {}
+    for kernel, layout in [(k, f) for k in ("eager", "inductor")
+                           for f in (torch.contiguous_format, torch.channels_last)]:  # fmt: skip
+        monkeypatch.setenv("ACTBENCH_LAYERACT_KERNEL", kernel)
+        compiled_before = layeract._compiled.cache_info().currsize
+        xr = x.clone().to(memory_format=layout).requires_grad_()
+        y = m(xr)
+        y.backward(gout)
+        assert y.stride() == xr.stride() and xr.grad.stride() == xr.stride()
+        compiled = layeract._compiled.cache_info().currsize - compiled_before
+        assert compiled == (4 if kernel == "inductor" else 0)  # 2 chunk shapes x fwd/bwd
+        results[kernel, layout] = (y, xr.grad)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        torch.testing.assert_close(results["inductor", layout], results["eager", layout],
+                                   rtol=2e-6, atol=2e-6)  # fmt: skip
+
+
+def test_layeract_kernel_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto = inductor when a C++ compiler is there; a bad or unusable choice is a UserError."""
+    monkeypatch.setenv("ACTBENCH_LAYERACT_KERNEL", "auto")
+    assert layeract.cpu_kernel() == ("inductor" if layeract._cpp_compiler() else "eager")
+    monkeypatch.setattr(layeract, "_cpp_compiler", lambda: None)
+    assert layeract.cpu_kernel() == "eager"
+    monkeypatch.setenv("ACTBENCH_LAYERACT_KERNEL", "inductor")
+    with pytest.raises(UserError, match="needs a C\\+\\+ compiler"):
+        layeract.cpu_kernel()
+    monkeypatch.setenv("ACTBENCH_LAYERACT_KERNEL", "inductr")
+    with pytest.raises(UserError, match="closest: inductor .valid: auto, inductor, eager"):
+        layeract.cpu_kernel()
 
 
 def test_layeract_traces_without_graph_breaks() -> None:

@@ -59,6 +59,7 @@ def test_default_pipeline_writes_a_complete_results_folder(default_run: tuple[Pa
     assert cfg["corruptions"] == ["gaussian_noise", "contrast", "pixelate"]
     assert cfg["seeds"] == [0, 1, 2] and cfg["corruption_seed"] == 0
     assert run.manifest["numerics"]["torch_threads"] == torch.get_num_threads()
+    assert run.manifest["numerics"]["layeract_cpu_kernel"] == "eager"  # the suite's (conftest)
     assert run.manifest["status"] == "complete" and "torch" in run.manifest["versions"]
     summary = pd.read_csv(out / "summary.csv")
     for col in ("clean_top1", "mca", "mca_noise", "mca_digital", "fluct_l1_elem_mean",

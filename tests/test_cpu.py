@@ -51,3 +51,17 @@ def test_cli_sizes_torch_threads_before_torch_loads(preset: str | None) -> None:
     assert got == env_value and 1 <= int(got) <= cpu.allowed_cpus()
     if preset:
         assert got == preset
+
+
+def test_bad_layeract_kernel_env_is_one_line_exit_2_before_any_output(tmp_path) -> None:
+    """ACTBENCH_LAYERACT_KERNEL is checked before a command starts (no torch, no files)."""
+    env = {**os.environ, "ACTBENCH_LAYERACT_KERNEL": "fast"}
+    code = "import sys\nfrom robustbench_act import cli\nsys.argv = ['actbench', 'train', '--out', 'o']\ncli.main()\n"
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 2 and list(tmp_path.iterdir()) == []
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ACTBENCH_LAYERACT_KERNEL='fast' is not a LayerAct kernel" in lines[0]
+    assert "valid: auto, inductor, eager" in lines[0] and "Traceback" not in res.stderr
+    assert cpu.requested_layeract_kernel({"ACTBENCH_LAYERACT_KERNEL": " Eager "}) == "eager"
+    assert cpu.requested_layeract_kernel({}) == "auto"
