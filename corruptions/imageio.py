@@ -1,9 +1,11 @@
-"""Image files and the JPEG codec through Pillow (torchvision 0.29 deprecates its own codecs).
+"""Image files and the JPEG codec of the reference scripts: Pillow's (or torchvision's, where exact).
 
 Pillow is what the reference scripts use for JPEG (``PIL.Image.save(format='JPEG',
 quality=q)``: baseline, 4:2:0 chroma subsampling, islow DCT, libjpeg(-turbo)), so the
-JPEG corruption is the reference's codec itself. Images travel as uint8 tensors
-(C, H, W) with C = 1 (grey) or 3 (RGB).
+JPEG corruption is the reference's codec itself. torchvision's libjpeg-turbo ops give the
+same pixels about twice as fast on small images; they are used where a probe shows them
+exact (:func:`jpeg_codec_path`). Images travel as uint8 tensors (C, H, W) with C = 1
+(grey) or 3 (RGB).
 """
 
 from __future__ import annotations
@@ -127,9 +129,76 @@ def _direct_roundtrip(mode: str, size: tuple[int, int], data: bytes, config: tup
     return Image.frombytes(mode, size, encoded, "jpeg", mode, "").tobytes()
 
 
+def _torchvision_jpeg_ops():  # -> (encode, decode) | None
+    """torchvision's libjpeg-turbo ops (``torch.ops.image``), or None where they are missing.
+
+    Called as ops, below torchvision's deprecated Python wrappers (torchvision 0.29); the
+    round trip uses them only where :func:`_torchvision_exact` finds Pillow's pixels.
+    """
+    try:
+        import torchvision.io.image  # noqa: F401  (loads the image extension)
+        from torchvision.io import ImageReadMode
+
+        encode, decode = torch.ops.image.encode_jpeg, torch.ops.image.decode_jpeg
+    except Exception:  # no torchvision, or one without its image codecs: Pillow alone
+        return None
+    unchanged = ImageReadMode.UNCHANGED.value
+    return encode, lambda data: decode(data, unchanged, False)
+
+
+def _torchvision_roundtrip(image: torch.Tensor, quality: int, ops) -> torch.Tensor:
+    """One (C, H, W) uint8 image through torchvision's JPEG encoder and decoder."""
+    encode, decode = ops
+    return decode(encode(image, quality))
+
+
+@functools.lru_cache(maxsize=64)
+def _torchvision_exact(channels: int, quality: int) -> bool:
+    """Whether torchvision's codec gives Pillow's ``save``/``open`` pixels at ``quality`` here.
+
+    Both wrap libjpeg(-turbo) with the same defaults (baseline, 4:2:0, islow DCT, fancy
+    upsampling), but they ship their own builds: the fast path is taken only if it
+    reproduces Pillow's pixels on probe images (smooth and busy blocks, sizes that are and
+    are not multiples of the 16-px colour block), else Pillow's codec runs.
+    """
+    ops = _torchvision_jpeg_ops()
+    if ops is None:
+        return False
+    rng = np.random.default_rng(1)
+    mode = MODES[channels]
+    for h, w in ((24, 40), (17, 31), (64, 48)):
+        probe = rng.integers(0, 256, (h, w, channels), dtype=np.uint8)
+        probe[h // 3 :, : w // 2] //= 3
+        probe[: h // 2, w // 2 :] = np.sort(probe[: h // 2, w // 2 :], axis=1)  # gradients
+        want = np.frombuffer(_saved_jpeg(mode, (w, h), probe.tobytes(), quality)[1], np.uint8)
+        try:
+            got = _torchvision_roundtrip(torch.from_numpy(probe).permute(2, 0, 1).contiguous(),
+                                         quality, ops)  # fmt: skip
+        except Exception:  # an op that refuses these arguments: not usable
+            return False
+        if tuple(got.shape) != (channels, h, w) or \
+                not np.array_equal(got.permute(1, 2, 0).numpy().reshape(-1), want):
+            return False
+    return True
+
+
 def jpeg_codec_path(channels: int, quality: int) -> str:
-    """Which Pillow path the round trip takes here: ``"direct"`` or ``"save/open"`` (same pixels)."""
+    """Which codec path the round trip takes here: "torchvision", "direct" or "save/open".
+
+    All three give the same pixels (each fast path is checked against ``save``/``open``).
+    """
+    if _torchvision_exact(channels, int(quality)):
+        return "torchvision"
     return "direct" if _direct_encoder_config(MODES[channels], int(quality)) is not None else "save/open"
+
+
+def _torchvision_chunk(levels: torch.Tensor, quality: int) -> torch.Tensor:
+    """Round-trip each (C, H, W) image of a uint8 (N, C, H, W) batch through torchvision's codec."""
+    ops = _torchvision_jpeg_ops()
+    out = torch.empty_like(levels)
+    for i in range(levels.shape[0]):
+        out[i] = _torchvision_roundtrip(levels[i].contiguous(), quality, ops)
+    return out
 
 
 def _jpeg_chunk(arrs: np.ndarray, quality: int) -> np.ndarray:
@@ -157,8 +226,14 @@ def jpeg_roundtrip(levels: torch.Tensor, quality: int, *, workers: int | None = 
     number of threads.
     """
     n, c, h, w = levels.shape
-    arrs = np.ascontiguousarray(levels.numpy().transpose(0, 2, 3, 1))
     threads = max(1, min(workers if workers is not None else torch.get_num_threads(), 8, n // _MIN_CHUNK))
+    if _torchvision_exact(c, int(quality)):
+        if threads == 1:
+            return _torchvision_chunk(levels, quality)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            return torch.cat(list(pool.map(lambda a: _torchvision_chunk(a, quality),
+                                           torch.tensor_split(levels, threads))))  # fmt: skip
+    arrs = np.ascontiguousarray(levels.numpy().transpose(0, 2, 3, 1))
     if threads == 1:
         out = _jpeg_chunk(arrs, quality)
     else:

@@ -40,15 +40,37 @@ def _photo_like(n: int, c: int, h: int, w: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("quality", [1, 7, 25, 58, 80, 95, 100])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_the_direct_codec_path_is_pillows_save_and_open(quality: int, channels: int) -> None:
-    """Calling Pillow's JPEG codec without save/open gives save/open's pixels (the fast path)."""
-    assert imageio.jpeg_codec_path(channels, quality) == "direct"
-    x = torch.cat([_photo_like(3, channels, 32, 32), _photo_like(2, channels, 45, 61)[..., :32, :32]])
-    out = imageio.jpeg_roundtrip(x, quality, workers=1)
-    for i in range(x.shape[0]):
-        arr = x[i].permute(1, 2, 0).numpy()
-        ref = _pil_jpeg(arr[..., 0] if channels == 1 else arr, quality)
-        assert np.array_equal(out[i].permute(1, 2, 0).numpy().reshape(ref.shape), ref), i
+@pytest.mark.parametrize("path", ["torchvision", "direct"])
+def test_the_fast_codec_paths_are_pillows_save_and_open(
+    quality: int, channels: int, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torchvision's codec, and Pillow's without save/open, give save/open's pixels."""
+    if path == "direct":
+        monkeypatch.setattr(imageio, "_torchvision_exact", lambda channels, quality: False)
+    assert imageio.jpeg_codec_path(channels, quality) == path
+    for h, w in ((32, 32), (45, 61), (224, 224)):
+        x = _photo_like(3 if h < 100 else 1, channels, h, w)
+        out = imageio.jpeg_roundtrip(x, quality, workers=1)
+        for i in range(x.shape[0]):
+            arr = x[i].permute(1, 2, 0).numpy()
+            ref = _pil_jpeg(arr[..., 0] if channels == 1 else arr, quality)
+            assert np.array_equal(out[i].permute(1, 2, 0).numpy().reshape(ref.shape), ref), (h, w, i)
+
+
+def test_the_torchvision_path_matches_pillow_on_varied_images() -> None:
+    """40 images of random sizes and contents at 3 qualities: Pillow's pixels (in threads too)."""
+    g = torch.Generator().manual_seed(7)
+    for _ in range(40):
+        h, w = (int(v) for v in torch.randint(8, 90, (2,), generator=g))
+        x = (torch.rand(2, 3, h, w, generator=g) * torch.rand(1, generator=g) * 255).to(torch.uint8)
+        x[1] = _photo_like(1, 3, h, w)[0]
+        for quality in (23, 58, 88):
+            out = imageio.jpeg_roundtrip(x, quality, workers=1)
+            for i in range(2):
+                ref = _pil_jpeg(x[i].permute(1, 2, 0).numpy(), quality)
+                assert np.array_equal(out[i].permute(1, 2, 0).numpy(), ref), (h, w, quality, i)
+    batch = _photo_like(40, 3, 32, 32)  # 40 images: two threads of 20
+    assert torch.equal(imageio.jpeg_roundtrip(batch, 58, workers=2), imageio.jpeg_roundtrip(batch, 58, workers=1))
 
 
 def test_png_and_image_files(tmp_path: Path) -> None:
