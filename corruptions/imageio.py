@@ -129,6 +129,7 @@ def _direct_roundtrip(mode: str, size: tuple[int, int], data: bytes, config: tup
     return Image.frombytes(mode, size, encoded, "jpeg", mode, "").tobytes()
 
 
+@functools.cache
 def _torchvision_jpeg_ops():  # -> (encode, decode) | None
     """torchvision's libjpeg-turbo ops (``torch.ops.image``), or None where they are missing.
 
@@ -146,9 +147,9 @@ def _torchvision_jpeg_ops():  # -> (encode, decode) | None
     return encode, lambda data: decode(data, unchanged, False)
 
 
-def _torchvision_roundtrip(image: torch.Tensor, quality: int, ops) -> torch.Tensor:
+def _torchvision_roundtrip(image: torch.Tensor, quality: int) -> torch.Tensor:
     """One (C, H, W) uint8 image through torchvision's JPEG encoder and decoder."""
-    encode, decode = ops
+    encode, decode = _torchvision_jpeg_ops()
     return decode(encode(image, quality))
 
 
@@ -161,8 +162,7 @@ def _torchvision_exact(channels: int, quality: int) -> bool:
     reproduces Pillow's pixels on probe images (smooth and busy blocks, sizes that are and
     are not multiples of the 16-px colour block), else Pillow's codec runs.
     """
-    ops = _torchvision_jpeg_ops()
-    if ops is None:
+    if _torchvision_jpeg_ops() is None:
         return False
     rng = np.random.default_rng(1)
     mode = MODES[channels]
@@ -172,8 +172,7 @@ def _torchvision_exact(channels: int, quality: int) -> bool:
         probe[: h // 2, w // 2 :] = np.sort(probe[: h // 2, w // 2 :], axis=1)  # gradients
         want = np.frombuffer(_saved_jpeg(mode, (w, h), probe.tobytes(), quality)[1], np.uint8)
         try:
-            got = _torchvision_roundtrip(torch.from_numpy(probe).permute(2, 0, 1).contiguous(),
-                                         quality, ops)  # fmt: skip
+            got = _torchvision_roundtrip(torch.from_numpy(probe).permute(2, 0, 1).contiguous(), quality)
         except Exception:  # an op that refuses these arguments: not usable
             return False
         if tuple(got.shape) != (channels, h, w) or \
@@ -194,10 +193,9 @@ def jpeg_codec_path(channels: int, quality: int) -> str:
 
 def _torchvision_chunk(levels: torch.Tensor, quality: int) -> torch.Tensor:
     """Round-trip each (C, H, W) image of a uint8 (N, C, H, W) batch through torchvision's codec."""
-    ops = _torchvision_jpeg_ops()
     out = torch.empty_like(levels)
     for i in range(levels.shape[0]):
-        out[i] = _torchvision_roundtrip(levels[i].contiguous(), quality, ops)
+        out[i] = _torchvision_roundtrip(levels[i].contiguous(), quality)
     return out
 
 

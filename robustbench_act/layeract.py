@@ -9,9 +9,9 @@ span samples, so chunking changes no value. On other devices, and while torch.co
 traces it (inductor fuses the steps itself), it runs on the whole tensor at once.
 
 On CPU the default is faster still: the same forward and backward written as whole-tensor
-functions (:func:`fused_forward`, :func:`fused_backward`) and compiled by inductor into two
-fused C++ loops each (one reduction, one elementwise pass), 2-3x faster than the chunked
-ATen ops. :func:`cpu_kernel` says which of the two runs (``ACTBENCH_LAYERACT_KERNEL``;
+functions (:func:`fused_forward`, :func:`fused_backward`) and compiled by inductor into
+vectorised C++ loops (forward: mean, centred sum of squares, output; backward: both sums in
+one pass, then the gradient), run on the same kind of chunks, 2-3x faster than the ATen ops. :func:`cpu_kernel` says which of the two runs (``ACTBENCH_LAYERACT_KERNEL``;
 manifests record it): the two agree to float rounding, not bit for bit.
 """
 
@@ -269,8 +269,8 @@ def _fused_backward_into(
 def _compiled(fn: Callable[..., Any], key: tuple[Any, ...]) -> Callable[..., Any]:
     """``fn`` compiled by inductor for one (scale, dims, dtype, shape, strides) key.
 
-    Static shapes: with the sizes known, inductor fuses each sample's passes and drops the
-    loop tails (2x faster than its dynamic-shape kernel on ResNet-20's tensors). Each key
+    Static shapes: with the sizes known, inductor drops the loop tails and cascade-sum
+    helpers (its kernels ran 2x faster than the dynamic-shape ones on ResNet-20's tensors). Each key
     gets its own copy of the code object, so no key counts against another's recompile
     limit; fullgraph=True turns any graph break into an error, never a silent eager run.
     """
@@ -290,35 +290,48 @@ def _key(x: torch.Tensor, scale: str, red: tuple[int, ...]) -> tuple[Any, ...]:
     return (scale, red, x.dtype, tuple(x.shape), x.stride())
 
 
-def _inductor_forward(
-    x: torch.Tensor, scale: str, alpha: float, red: tuple[int, ...], step: int
+def _forward_by_chunks(
+    x: torch.Tensor, step: int, run: Callable[[torch.Tensor, torch.Tensor], Any]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(output, mu, rstd) from the compiled kernel, ``step`` samples (about 1-2 MiB) per call.
-
-    Chunks keep the kernel's three passes over each sample in the caches; every chunk
-    shape is compiled once (static shapes, see :func:`_compiled`).
-    """
+    """(output, mu, rstd) over ``step``-sample chunks; ``run(chunk, out)`` -> (mu, rstd) of one."""
     out = torch.empty_like(x)
-    stats = []
-    for a in range(0, x.shape[0], step):
-        xa = x[a : a + step]
-        stats.append(_compiled(_fused_forward_into, _key(xa, scale, red))(
-            xa, out[a : a + step], scale, alpha, red))  # fmt: skip
+    stats = [run(x[a : a + step], out[a : a + step])[-2:] for a in range(0, x.shape[0], step)]
     mu, rstd = (torch.cat(t) for t in zip(*stats))
     return out, mu, rstd
 
 
-def _inductor_backward(
-    x: torch.Tensor, g: torch.Tensor, mu: torch.Tensor, rstd: torch.Tensor, scale: str,
-    red: tuple[int, ...], step: int,
-) -> torch.Tensor:
-    """dL/dx from the compiled kernel, chunk by chunk like :func:`_inductor_forward`."""
+def _backward_by_chunks(x: torch.Tensor, step: int, run: Callable[[slice, torch.Tensor], Any]) -> torch.Tensor:
+    """dL/dx over ``step``-sample chunks; ``run(rows, out)`` writes one chunk's gradient."""
     grad = torch.empty_like(x)
     for a in range(0, x.shape[0], step):
-        b = slice(a, a + step)
-        _compiled(_fused_backward_into, _key(x[b], scale, red))(
-            x[b], g[b], mu[b], rstd[b], grad[b], scale, red)  # fmt: skip
+        run(slice(a, a + step), grad[a : a + step])
     return grad
+
+
+def _inductor_forward(
+    x: torch.Tensor, scale: str, alpha: float, red: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(output, mu, rstd) from the compiled kernel, about INDUCTOR_CHUNK_ELEMENTS per call.
+
+    Chunks keep the kernel's passes over them in the caches; every chunk shape is
+    compiled once (static shapes, see :func:`_compiled`).
+    """
+    def run(xa: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _compiled(_fused_forward_into, _key(xa, scale, red))(xa, out, scale, alpha, red)
+
+    return _forward_by_chunks(x, _chunk_rows(x, INDUCTOR_CHUNK_ELEMENTS), run)
+
+
+def _inductor_backward(
+    x: torch.Tensor, g: torch.Tensor, mu: torch.Tensor, rstd: torch.Tensor, scale: str,
+    red: tuple[int, ...],
+) -> torch.Tensor:
+    """dL/dx from the compiled kernel, chunk by chunk like :func:`_inductor_forward`."""
+    def run(b: slice, out: torch.Tensor) -> None:
+        _compiled(_fused_backward_into, _key(x[b], scale, red))(x[b], g[b], mu[b], rstd[b], out,
+                                                                 scale, red)  # fmt: skip
+
+    return _backward_by_chunks(x, _chunk_rows(x, INDUCTOR_CHUNK_ELEMENTS), run)
 
 
 class LayerActFn(torch.autograd.Function):
@@ -327,23 +340,16 @@ class LayerActFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, scale: str, alpha: float, dims: str) -> torch.Tensor:
         red, count = reduce_dims(x, dims)
-        step = _chunk_rows(x)
         with no_autocast(x):
             if _use_inductor(x):
-                rows = _chunk_rows(x, INDUCTOR_CHUNK_ELEMENTS)
-                out, mu, rstd = _inductor_forward(x, scale, alpha, red, rows)
+                out, mu, rstd = _inductor_forward(x, scale, alpha, red)
             elif torch.compiler.is_compiling():
                 out, mu, rstd = fused_forward(x, scale, alpha, red)
-            elif step >= x.shape[0]:
+            elif (step := _chunk_rows(x)) >= x.shape[0]:
                 out, mu, rstd = _forward_chunk(x, scale, alpha, red, count)
             else:
-                out = torch.empty_like(x)
-                parts = []
-                for a in range(0, x.shape[0], step):
-                    _, mu_c, rstd_c = _forward_chunk(x[a : a + step], scale, alpha, red, count,
-                                                     out=out[a : a + step])  # fmt: skip
-                    parts.append((mu_c, rstd_c))
-                mu, rstd = (torch.cat(t) for t in zip(*parts))
+                out, mu, rstd = _forward_by_chunks(
+                    x, step, lambda xa, o: _forward_chunk(xa, scale, alpha, red, count, out=o))
         ctx.save_for_backward(x, mu, rstd)
         ctx.scale, ctx.red, ctx.count = scale, red, count
         return out
@@ -355,17 +361,14 @@ class LayerActFn(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None
         scale, red, count = ctx.scale, ctx.red, ctx.count
-        step = _chunk_rows(x)
         with no_autocast(x):
             if _use_inductor(x):
-                step = _chunk_rows(x, INDUCTOR_CHUNK_ELEMENTS)
-                return _inductor_backward(x, grad_out, mu, rstd, scale, red, step), None, None, None
-            if torch.compiler.is_compiling():
-                return fused_backward(x, grad_out, mu, rstd, scale, red), None, None, None
-            if step >= x.shape[0]:
-                return _backward_chunk(x, grad_out, mu, rstd, scale, red, count), None, None, None
-            grad = torch.empty_like(x)
-            for a in range(0, x.shape[0], step):
-                b = slice(a, a + step)
-                _backward_chunk(x[b], grad_out[b], mu[b], rstd[b], scale, red, count, out=grad[b])
+                grad = _inductor_backward(x, grad_out, mu, rstd, scale, red)
+            elif torch.compiler.is_compiling():
+                grad = fused_backward(x, grad_out, mu, rstd, scale, red)
+            elif (step := _chunk_rows(x)) >= x.shape[0]:
+                grad = _backward_chunk(x, grad_out, mu, rstd, scale, red, count)
+            else:
+                grad = _backward_by_chunks(x, step, lambda b, o: _backward_chunk(
+                    x[b], grad_out[b], mu[b], rstd[b], scale, red, count, out=o))
         return grad, None, None, None
