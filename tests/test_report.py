@@ -109,3 +109,17 @@ def test_cli_report(tmp_path):
     res = runner.invoke(app, ["report", str(sweep), "--out", str(out), "--figures", "nope"])
     assert res.exit_code == 2
     assert len(res.output.strip().splitlines()) == 1 and "unknown figure" in res.output
+
+
+def test_report_figures_are_byte_reproducible(tmp_path):
+    # the same runs twice give the same PNG and PDF bytes (no write-time stamp in the PDF)
+    for act in ("relu", "silu"):
+        make_run(tmp_path / "runs" / act, activation=act, seed=0, dataset="imagefolder:/nonexistent/x",
+                 write_extra=False, **SMALL)  # fmt: skip
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        write_report([tmp_path / "runs"], out, figures=("corruption_heatmap",))
+    for suffix in ("png", "pdf"):
+        first, second = ((o / "figures" / f"corruption_heatmap.{suffix}").read_bytes() for o in outs)
+        assert first == second, suffix
+    assert b"CreationDate" not in (outs[0] / "figures" / "corruption_heatmap.pdf").read_bytes()

@@ -180,7 +180,7 @@ def render_grid(rows: list[tuple[str, list[Any]]], out: Path, title: str) -> Non
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from robustbench_act.fileio import atomic_write
+    from robustbench_act.figures.style import save_figure
 
     ncols = len(rows[0][1])
     side = rows[0][1][0].shape[-1]
@@ -206,7 +206,7 @@ def render_grid(rows: list[tuple[str, list[Any]]], out: Path, title: str) -> Non
     fig.subplots_adjust(left=1.5 / fig_w, right=1 - 0.05 / fig_w, top=1 - 0.65 / fig_h,
                         bottom=0.05 / fig_h, wspace=0.04, hspace=0.04)  # fmt: skip
     fmt = _image_format(out)
-    atomic_write(out, lambda p: fig.savefig(p, format=fmt))
+    save_figure(fig, out, fmt)
 
 
 def _image_format(out: Path) -> str:

@@ -114,6 +114,16 @@ def _legend_below(fig: Any, table: ComparisonTable, st: dict[str, Style], groups
     fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False)
 
 
+# matplotlib stamps the write time into these formats; without it the same figure gives the same bytes
+_NO_DATE = {"pdf": {"CreationDate": None}, "svg": {"Date": None}, "ps": {"CreationDate": None},
+            "eps": {"CreationDate": None}}  # fmt: skip
+
+
+def save_figure(fig: Any, path: Path, fmt: str) -> None:
+    """Write ``fig`` to ``path`` in ``fmt`` atomically, without a write-time stamp (byte-reproducible)."""
+    atomic_write(path, lambda p: fig.savefig(p, format=fmt, metadata=_NO_DATE.get(fmt)))
+
+
 def _save(fig: Any, folder: Path, name: str) -> bytes:
     """Write ``name.png`` and ``name.pdf`` atomically; return the PNG bytes (for inlining)."""
     buf = io.BytesIO()
@@ -122,7 +132,7 @@ def _save(fig: Any, folder: Path, name: str) -> bytes:
     atomic_write(folder / f"{name}.png", lambda p: p.write_bytes(png))
     # the layout is fixed by the PNG draw (figure-relative, DPI-independent): reuse it for the PDF
     fig.set_layout_engine("none")
-    atomic_write(folder / f"{name}.pdf", lambda p: fig.savefig(p, format="pdf"))
+    save_figure(fig, folder / f"{name}.pdf", "pdf")
     return png
 
 
