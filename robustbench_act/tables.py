@@ -161,8 +161,21 @@ class ComparisonTable:
                 "html": self.to_html}[f]()  # fmt: skip
 
     def to_csv(self) -> str:
-        """Numeric frame as CSV (means, stds, counts; fractions, not %)."""
-        return self.frame.to_csv(index=True, float_format="%.6g")
+        """Numeric frame as CSV (means, stds, counts; fractions, not %), then each group's data."""
+        extra = pd.DataFrame(self._group_data(), index=self.frame.index)
+        return pd.concat([self.frame, extra], axis=1).to_csv(index=True, float_format="%.6g")
+
+    def _group_data(self) -> dict[str, list[str]]:
+        """Per group (frame order): its runs' datasets and test-image counts, ' / '-joined."""
+        if self.data.empty or "dataset" not in self.data or "group" not in self.runs:
+            return {}
+        runs = self.runs.reset_index()[["run", "group"]].merge(self.data, on="run", how="left")
+        out: dict[str, list[str]] = {}
+        for col in ("dataset", "n_images"):
+            if col in runs:
+                by_group = runs.groupby("group")[col].agg(lambda v: " / ".join(sorted({str(x) for x in v.dropna()})))
+                out[col] = [by_group.get(g, "") for g in self.frame.index]
+        return out
 
     def _header_lines(self) -> list[str]:
         by = "+".join(self.by)
@@ -170,11 +183,29 @@ class ComparisonTable:
         what = {"seeds": "seeds (paired tests across seeds)",
                 "images": "test images (paired bootstrap; fewer than 3 seeds)",
                 "none": "none (fewer than 3 seeds, no per-image results)"}.get(self.uncertainty, self.uncertainty)
-        return [f"Grouped by {by}; reference: {ref}; runs: {len(self.runs)}; uncertainty from {what}."]
+        lines = [f"Grouped by {by}; reference: {ref}; runs: {len(self.runs)}; uncertainty from {what}."]
+        return lines + ([self.data_line()] if self.data_line() else [])
+
+    def data_line(self) -> str:
+        """What the runs were evaluated on: dataset(s), test images per run, corruption seed."""
+        d = self.data
+        if d.empty or "dataset" not in d:
+            return ""
+
+        def values(col: str) -> str:
+            v = sorted({str(x) for x in d[col].dropna()}) if col in d else []
+            return " / ".join(v)
+
+        parts = [f"Data: {values('dataset')}"]
+        if values("n_images"):
+            parts.append(f"{values('n_images')} test images per run")
+        if "corruptions" in d and any(len(c) for c in d["corruptions"]) and values("corruption_seed"):
+            parts.append(f"corruption seed {values('corruption_seed')}")
+        return "; ".join(parts) + "."
 
     def to_markdown(self) -> str:
         """Markdown document: summary table, per-corruption table, tests, notes."""
-        out = ["# Comparison", "", *self._header_lines(), ""]
+        out = ["# Comparison", ""] + [x for h in self._header_lines() for x in (h, "")]
         out += ["## Summary", "", *_md_table(self, self.summary_columns()), ""]
         if self.corruption_columns():
             out += ["## Accuracy per corruption (mean over severities, %)", ""]
@@ -191,7 +222,7 @@ class ComparisonTable:
 
     def to_latex(self) -> str:
         """LaTeX (booktabs) tables: summary and per-corruption accuracy."""
-        out = ["% Comparison tables; needs \\usepackage{booktabs}", f"% {self._header_lines()[0]}"]
+        out = ["% Comparison tables; needs \\usepackage{booktabs}", *(f"% {h}" for h in self._header_lines())]
         out += _latex_table(self, self.summary_columns(), "Summary (accuracies, mCE in \\%).")
         if self.corruption_columns():
             out.append("")
@@ -200,7 +231,7 @@ class ComparisonTable:
 
     def to_html(self, *, full: bool = True, notes: bool = True) -> str:
         """HTML tables (a standalone page with ``full``, else a fragment; ``notes`` listed at the end)."""
-        parts = [f"<p>{html.escape(self._header_lines()[0])}</p>"]
+        parts = [f"<p>{html.escape(h)}</p>" for h in self._header_lines()]
         parts.append("<h3>Summary</h3>")
         parts.append(_html_table(self, self.summary_columns()))
         if self.corruption_columns():

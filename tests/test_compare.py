@@ -410,3 +410,19 @@ def test_cells_at_chance_level_name_their_seed_when_a_run_has_several(tmp_path):
         ((df.seed == 0) & (df.severity == 5)) | ((df.seed == 1) & (df.severity >= 4))), seeds=(0, 1))
     assert ("3 of 100 corrupted cells at chance level (10.0%): seed 0: contrast s5; "
             "seed 1: contrast s4, contrast s5") in notes
+
+
+def test_every_output_format_names_the_data(tmp_path):
+    # md, tex and html say which dataset, how many test images and which corruption seed; the CSV
+    # carries each group's dataset and image count as columns
+    for act in ("relu", "silu"):
+        make_run(tmp_path / act, activation=act, seed=0, dataset="imagefolder:data/cifar10-jpeg-q75",
+                 n_images=2000, corruption_seed=7, write_extra=False)  # fmt: skip
+    table = compare_runs(tmp_path)
+    line = "Data: imagefolder:data/cifar10-jpeg-q75; 2000 test images per run; corruption seed 7."
+    for text in (table.to_markdown(), table.to_latex(), table.to_html()):
+        assert line in text
+    back = pd.read_csv(__import__("io").StringIO(table.to_csv()), index_col=0)
+    assert list(back["dataset"]) == ["imagefolder:data/cifar10-jpeg-q75"] * 2
+    assert list(back["n_images"]) == [2000, 2000]
+    assert back.loc["silu", "mca"] == pytest.approx(table.frame.at["silu", "mca"], rel=1e-5)
