@@ -43,12 +43,13 @@ import json, sys
 from pathlib import Path
 import pandas as pd
 root, out = Path(sys.argv[1]), Path(sys.argv[2])
-rows = []
+rows, datasets = [], []
 for act in ("silu", "an_silu"):
     for cell in sorted(root.glob(f"resnet20-{act}-conventional-s*")):
         log = pd.read_csv(cell / "train" / "train_log.csv")
         man = json.loads((cell / "train" / "manifest.json").read_text())
         first = log.iloc[0]
+        datasets.append(man["dataset"])
         at = man.get("diverged_at")
         rows.append({"activation": act, "seed": man["seed"], "status": man.get("status", "done"),
                      "epochs finished": int(log["epoch"].max()),
@@ -57,7 +58,9 @@ for act in ("silu", "an_silu"):
                      "diverged at": f"epoch {at['epoch']} iteration {at['iteration']}" if at else "-"})
 table = pd.DataFrame(rows)
 table.to_csv(out / "training.csv", index=False)
-lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+data = {f"{m['name']} ({m['split']} split, {m['size']} images)" for m in datasets}
+lines = [f"Training on {' / '.join(sorted(data))}; from each cell's train/train_log.csv and manifest.json.", ""]
+lines += ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
 lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
 (out / "training.md").write_text("\n".join(lines) + "\n")
 print(f"wrote {out / 'training.md'}")
