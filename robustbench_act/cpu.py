@@ -53,8 +53,8 @@ def set_thread_defaults(env: MutableMapping[str, str] = os.environ) -> int | Non
 
 #: Environment variable choosing LayerAct's CPU kernel (robustbench_act/layeract.py).
 LAYERACT_KERNEL_ENV = "ACTBENCH_LAYERACT_KERNEL"
-#: auto: compiled by inductor when a C++ compiler is there, else eager; inductor; eager.
-LAYERACT_KERNELS = ("auto", "inductor", "eager")
+#: auto: the per-sample C++ kernel when a C++ compiler is there, else eager; cpp; inductor; eager.
+LAYERACT_KERNELS = ("auto", "cpp", "inductor", "eager")
 
 
 def requested_layeract_kernel(env: MutableMapping[str, str] = os.environ) -> str:

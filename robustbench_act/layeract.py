@@ -8,11 +8,13 @@ caches: the tensors are read and written once from memory, like SiLU's. Groups n
 span samples, so chunking changes no value. On other devices, and while torch.compile
 traces it (inductor fuses the steps itself), it runs on the whole tensor at once.
 
-On CPU the default is faster still: the same forward and backward written as whole-tensor
-functions (:func:`fused_forward`, :func:`fused_backward`) and compiled by inductor into
-vectorised C++ loops (forward: mean, centred sum of squares, output; backward: both sums in
-one pass, then the gradient), run on the same kind of chunks, 2-3x faster than the ATen ops. :func:`cpu_kernel` says which of the two runs (``ACTBENCH_LAYERACT_KERNEL``;
-manifests record it): the two agree to float rounding, not bit for bit.
+Two compiled CPU kernels are faster. The default (``cpp``, :mod:`robustbench_act.layeract_cpp`)
+is a small C++ file built once per machine that runs every pass of a group while the group
+is in L1/L2. ``inductor`` writes the same forward and backward as whole-tensor functions
+(:func:`fused_forward`, :func:`fused_backward`) compiled into vectorised loops over chunks of
+samples (each pass streams the chunk from L3). :func:`cpu_kernel` says which runs
+(``ACTBENCH_LAYERACT_KERNEL``; manifests record it): they agree to float rounding, not bit
+for bit.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from robustbench_act import layeract_cpp
 from robustbench_act.cpu import LAYERACT_KERNEL_ENV, requested_layeract_kernel
 from robustbench_act.errors import UserError
 
@@ -200,19 +203,20 @@ def _cpp_compiler() -> str | None:
 
 
 def cpu_kernel() -> str:
-    """LayerAct's CPU kernel in this process: "inductor" (fused, compiled) or "eager" (chunked).
+    """LayerAct's CPU kernel in this process: "cpp" (per sample), "inductor" or "eager".
 
-    Chosen by ``ACTBENCH_LAYERACT_KERNEL`` (auto | inductor | eager; auto = inductor when a
-    C++ compiler is found). The two compute the same function up to float rounding, so
-    the choice is part of a run's numerics; manifests record it.
+    Chosen by ``ACTBENCH_LAYERACT_KERNEL`` (auto | cpp | inductor | eager; auto = cpp when
+    a C++ compiler is found). They compute the same function up to float rounding, so the
+    choice is part of a run's numerics; manifests record it. The cpp kernel takes float32,
+    float64 and bfloat16; a float16 tensor runs the eager kernel.
     """
     value = requested_layeract_kernel()
     compiler = _cpp_compiler()
-    if value == "inductor" and compiler is None:
-        raise UserError(f"{LAYERACT_KERNEL_ENV}=inductor needs a C++ compiler and none was "
+    if value in ("cpp", "inductor") and compiler is None:
+        raise UserError(f"{LAYERACT_KERNEL_ENV}={value} needs a C++ compiler and none was "
                         f"found (set CXX, or {LAYERACT_KERNEL_ENV}=eager)")  # fmt: skip
     if value == "auto":
-        return "inductor" if compiler is not None else "eager"
+        return "cpp" if compiler is not None else "eager"
     return value
 
 
@@ -279,10 +283,14 @@ def _compiled(fn: Callable[..., Any], key: tuple[Any, ...]) -> Callable[..., Any
     return torch.compile(clone, dynamic=False, fullgraph=True)
 
 
-def _use_inductor(x: torch.Tensor) -> bool:
-    """Whether the compiled CPU kernel runs on x (CPU, not inside a torch.compile trace)."""
-    return x.device.type == "cpu" and not torch.compiler.is_compiling() \
-        and cpu_kernel() == "inductor"
+def _compiled_kernel(x: torch.Tensor) -> str | None:
+    """"cpp" or "inductor" when that compiled CPU kernel runs on x (not inside a trace), else None."""
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return None
+    kernel = cpu_kernel()
+    if kernel == "cpp":
+        return "cpp" if layeract_cpp.supports(x) else None
+    return "inductor" if kernel == "inductor" else None
 
 
 def _key(x: torch.Tensor, scale: str, red: tuple[int, ...]) -> tuple[Any, ...]:
@@ -341,7 +349,9 @@ class LayerActFn(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, scale: str, alpha: float, dims: str) -> torch.Tensor:
         red, count = reduce_dims(x, dims)
         with no_autocast(x):
-            if _use_inductor(x):
+            if (kernel := _compiled_kernel(x)) == "cpp":
+                out, mu, rstd = layeract_cpp.forward(str(_cpp_compiler()), x, scale, alpha, red)
+            elif kernel == "inductor":
                 out, mu, rstd = _inductor_forward(x, scale, alpha, red)
             elif torch.compiler.is_compiling():
                 out, mu, rstd = fused_forward(x, scale, alpha, red)
@@ -362,7 +372,9 @@ class LayerActFn(torch.autograd.Function):
             return None, None, None, None
         scale, red, count = ctx.scale, ctx.red, ctx.count
         with no_autocast(x):
-            if _use_inductor(x):
+            if (kernel := _compiled_kernel(x)) == "cpp":
+                grad = layeract_cpp.backward(str(_cpp_compiler()), x, grad_out, mu, rstd, scale, red)
+            elif kernel == "inductor":
                 grad = _inductor_backward(x, grad_out, mu, rstd, scale, red)
             elif torch.compiler.is_compiling():
                 grad = fused_backward(x, grad_out, mu, rstd, scale, red)

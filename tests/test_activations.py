@@ -277,7 +277,7 @@ def test_entry_point_discovery(monkeypatch: pytest.MonkeyPatch) -> None:
 # ----------------------------------------------------------------------------- LayerAct
 
 
-@pytest.fixture(params=["eager", "inductor"])
+@pytest.fixture(params=["eager", "inductor", "cpp"])
 def la_kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the test on one of LayerAct's CPU kernels (the suite's default is eager)."""
     monkeypatch.setenv("ACTBENCH_LAYERACT_KERNEL", request.param)
@@ -425,17 +425,66 @@ def test_layeract_inductor_kernel_matches_eager_chunk_by_chunk(
 
 
 def test_layeract_kernel_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    """auto = inductor when a C++ compiler is there; a bad or unusable choice is a UserError."""
+    """auto = cpp when a C++ compiler is there; a bad or unusable choice is a UserError."""
     monkeypatch.setenv("ACTBENCH_LAYERACT_KERNEL", "auto")
-    assert layeract.cpu_kernel() == ("inductor" if layeract._cpp_compiler() else "eager")
+    assert layeract.cpu_kernel() == ("cpp" if layeract._cpp_compiler() else "eager")
     monkeypatch.setattr(layeract, "_cpp_compiler", lambda: None)
     assert layeract.cpu_kernel() == "eager"
-    monkeypatch.setenv("ACTBENCH_LAYERACT_KERNEL", "inductor")
-    with pytest.raises(UserError, match="needs a C\\+\\+ compiler"):
-        layeract.cpu_kernel()
+    for kernel in ("inductor", "cpp"):
+        monkeypatch.setenv("ACTBENCH_LAYERACT_KERNEL", kernel)
+        with pytest.raises(UserError, match=f"{kernel} needs a C\\+\\+ compiler"):
+            layeract.cpu_kernel()
     monkeypatch.setenv("ACTBENCH_LAYERACT_KERNEL", "inductr")
-    with pytest.raises(UserError, match="closest: inductor .valid: auto, inductor, eager"):
+    with pytest.raises(UserError, match="closest: inductor .valid: auto, cpp, inductor, eager"):
         layeract.cpu_kernel()
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_layeract_cpp_kernel_matches_eager(scale: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-sample C++ kernel agrees with the eager one: dtypes, layouts, dims, odd strides."""
+    g = torch.Generator().manual_seed(7)
+    base = torch.randn(5, 6, 4, 4, generator=g) * 2 + 0.3
+    cases = [  # (dims, x, output gradient)
+        ("sample", base, torch.randn(base.shape, generator=g)),
+        ("sample", base.to(memory_format=torch.channels_last), torch.randn(base.shape, generator=g)),
+        ("sample", base.double(), torch.randn(base.shape, generator=g, dtype=torch.float64)),
+        ("sample", base.to(torch.bfloat16), torch.randn(base.shape, generator=g).to(torch.bfloat16)),
+        ("last", base[:, :, 1:], torch.randn(5, 6, 3, 4, generator=g)),  # not contiguous
+        # an output gradient whose strides differ from x's (broadcast from one sample)
+        ("sample", base, torch.randn(1, 6, 4, 4, generator=g).expand(5, 6, 4, 4)),
+    ]
+    for dims, x, gout in cases:
+        m = get_activation(f"la_{scale}(dims={dims!r}, alpha=0.01)")
+        results = {}
+        for kernel in ("eager", "cpp"):
+            monkeypatch.setenv("ACTBENCH_LAYERACT_KERNEL", kernel)
+            xr = x.clone().requires_grad_() if x.is_contiguous() or dims == "sample" else \
+                x.detach().requires_grad_()
+            y = m(xr)
+            y.backward(gout)
+            results[kernel] = (y, xr.grad)
+            if dims == "sample":  # the output and gradient keep x's layout
+                assert y.stride() == xr.stride() and xr.grad.stride() == xr.stride()
+        tol = {torch.float64: 1e-13, torch.bfloat16: 2e-2}.get(x.dtype, 2e-6)
+        torch.testing.assert_close(results["cpp"], results["eager"], rtol=tol, atol=tol)
+
+
+def test_layeract_cpp_kernel_runs_and_reports_a_failed_build(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cpp kernel really runs (its library is loaded); a compiler that fails is a UserError."""
+    from robustbench_act import layeract_cpp
+
+    monkeypatch.setenv("ACTBENCH_LAYERACT_KERNEL", "cpp")
+    if layeract._cpp_compiler() is None:
+        pytest.skip("no C++ compiler")
+    calls = []
+    real = layeract_cpp.forward
+    monkeypatch.setattr(layeract_cpp, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    get_activation("la_silu")(torch.randn(2, 3, 4, 4))
+    assert calls == [1]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(UserError, match="building LayerAct's C\\+\\+ CPU kernel with /bin/false failed"):
+        layeract_cpp.library("/bin/false")
+    assert not list(tmp_path.rglob("*.so"))  # nothing half-built left in the cache
 
 
 def test_layeract_traces_without_graph_breaks() -> None:

@@ -62,6 +62,6 @@ def test_bad_layeract_kernel_env_is_one_line_exit_2_before_any_output(tmp_path) 
     assert res.returncode == 2 and list(tmp_path.iterdir()) == []
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "ACTBENCH_LAYERACT_KERNEL='fast' is not a LayerAct kernel" in lines[0]
-    assert "valid: auto, inductor, eager" in lines[0] and "Traceback" not in res.stderr
+    assert "valid: auto, cpp, inductor, eager" in lines[0] and "Traceback" not in res.stderr
     assert cpu.requested_layeract_kernel({"ACTBENCH_LAYERACT_KERNEL": " Eager "}) == "eager"
     assert cpu.requested_layeract_kernel({}) == "auto"
