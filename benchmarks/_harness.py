@@ -12,10 +12,12 @@ multi-threaded ones (the scripts refuse that combination).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +86,42 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]], markdo
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for r in cells:
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+
+
+#: activation-name suffixes that run a LayerAct on one named CPU kernel ("la_silu[eager]")
+LAYERACT_KERNEL_SUFFIXES = ("eager", "inductor", "cpp")
+
+
+def split_kernel(name: str) -> tuple[str, str | None]:
+    """("la_silu", "eager") for "la_silu[eager]"; (name, None) without a kernel suffix."""
+    for kernel in LAYERACT_KERNEL_SUFFIXES:
+        if name.endswith(f"[{kernel}]"):
+            return name.removesuffix(f"[{kernel}]"), kernel
+    return name, None
+
+
+@contextlib.contextmanager
+def layeract_kernel_env(kernel: str | None) -> Iterator[None]:
+    """ACTBENCH_LAYERACT_KERNEL=kernel inside the block (LayerAct reads it per call); None: as is."""
+    before = os.environ.get("ACTBENCH_LAYERACT_KERNEL")
+    if kernel is not None:
+        os.environ["ACTBENCH_LAYERACT_KERNEL"] = kernel
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("ACTBENCH_LAYERACT_KERNEL", None)
+        else:
+            os.environ["ACTBENCH_LAYERACT_KERNEL"] = before
+
+
+def with_layeract_kernel(kernel: str | None, fn: Callable[..., object]) -> Callable[..., object]:
+    """``fn`` run with ACTBENCH_LAYERACT_KERNEL=kernel (read per call); ``fn`` itself for None."""
+    if kernel is None:
+        return fn
+
+    def run(*args: object, **kwargs: object) -> object:
+        with layeract_kernel_env(kernel):
+            return fn(*args, **kwargs)
+
+    return run

@@ -12,8 +12,8 @@ backward + step) on random 32x32 batches, and report
 
 ``la_silu[naive]`` is LayerAct-SiLU written as plain autograd ops (what the custom
 autograd Function replaces), so the Function's memory saving is visible side by side.
-``<la_*>[eager]`` runs that LayerAct with the chunked eager CPU kernel
-(``ACTBENCH_LAYERACT_KERNEL=eager`` around its steps) beside the default (inductor) one.
+``<la_*>[eager]``, ``[inductor]``, ``[cpp]`` run that LayerAct on the named CPU kernel
+(``ACTBENCH_LAYERACT_KERNEL`` set around its steps) beside the default (auto) one.
 
 Usage: python benchmarks/activations.py --device cpu --iters 3 --batch-size 128
 """
@@ -21,7 +21,6 @@ Usage: python benchmarks/activations.py --device cpu --iters 3 --batch-size 128
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -33,11 +32,10 @@ sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resol
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _harness import print_table  # noqa: E402
+from _harness import print_table, split_kernel, with_layeract_kernel  # noqa: E402
 from torch import nn  # noqa: E402
 
 from robustbench_act.activations import LayerAct, get_activation, layer_act_reference  # noqa: E402
-from robustbench_act.cpu import LAYERACT_KERNEL_ENV as KERNEL_ENV  # noqa: E402
 from robustbench_act.layeract import cpu_kernel  # noqa: E402
 
 DEFAULT_ACTS = (
@@ -52,7 +50,6 @@ DEFAULT_ACTS = (
     "an_silu",
 )
 NAIVE = "la_silu[naive]"
-EAGER = "[eager]"  # suffix: the same LayerAct on its chunked eager CPU kernel
 
 
 # ----------------------------------------------------------------------------- local ResNet-20
@@ -129,7 +126,7 @@ def _to_naive(model: nn.Module) -> int:
 
 def build_resnet20(act_name: str) -> tuple[nn.Module, str]:
     """ResNet-20 with the given activation; returns (model, which builder was used)."""
-    spec = "la_silu" if act_name == NAIVE else act_name.removesuffix(EAGER)
+    spec = "la_silu" if act_name == NAIVE else split_kernel(act_name)[0]
     try:
         from robustbench_act.models import build_model
     except ImportError:
@@ -184,30 +181,12 @@ def prepare(
         opt.step()
         return nbytes
 
-    if act_name.endswith(EAGER):
-        step = _with_eager_kernel(step)
+    step = with_layeract_kernel(split_kernel(act_name)[1], step)
     saved = 0
     for _ in range(max(1, warmup)):
         saved = step(count=True)
     _sync(device)
     return (lambda: step(count=False)), {"act": act_name, "source": source, "saved_mb": saved / 2**20}
-
-
-def _with_eager_kernel(step: Callable[[bool], int]) -> Callable[[bool], int]:
-    """``step`` run with LayerAct's chunked eager CPU kernel (the env var is read per call)."""
-
-    def run(count: bool) -> int:
-        before = os.environ.get(KERNEL_ENV)
-        os.environ[KERNEL_ENV] = "eager"
-        try:
-            return step(count)
-        finally:
-            if before is None:
-                os.environ.pop(KERNEL_ENV)
-            else:
-                os.environ[KERNEL_ENV] = before
-
-    return run
 
 
 def bench_all(
@@ -256,7 +235,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--acts", default=",".join((*DEFAULT_ACTS, NAIVE, "la_silu" + EAGER)),
+    p.add_argument("--acts", default=",".join((*DEFAULT_ACTS, NAIVE, "la_silu[inductor]", "la_silu[eager]")),
                    help="comma list")
     p.add_argument("--markdown", action="store_true", help="print a markdown table")
     a = p.parse_args()

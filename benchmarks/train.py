@@ -38,7 +38,7 @@ _HERE = Path(__file__).resolve().parent  # this checkout's packages first, then 
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _harness import print_table  # noqa: E402
+from _harness import layeract_kernel_env, print_table, split_kernel  # noqa: E402
 
 DEFAULT_ACTS = "relu,silu,gelu,la_silu,la_hardsilu,an_silu"
 
@@ -130,13 +130,16 @@ def main() -> None:
         return x, labels[idx]
 
     setups = {}  # label -> (model, optimizer, autocast dtype, activation, amp, compiled, layout)
+    kernels: dict[int, str | None] = {}  # id(model) -> its LayerAct CPU kernel (None: the default)
     for layout in args.layouts:
         mf = formats[layout]
         for amp in args.amps:
             for a in acts:
                 for compiled in (False, True) if args.compile else (False,):
                     torch.manual_seed(0)
-                    m = build_model(args.model, num_classes=10, activation=a).to(dev).to(memory_format=mf)
+                    spec, kernel = split_kernel(a)  # "la_silu[cpp]": that LayerAct CPU kernel
+                    m = build_model(args.model, num_classes=10, activation=spec).to(dev).to(memory_format=mf)
+                    kernels[id(m)] = kernel
                     opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
                     label = (a + ("+compile" if compiled else "") + ("" if amp == "none" else f"+{amp}")
                              + (f"+{layout}" if len(args.layouts) > 1 else ""))
@@ -147,11 +150,12 @@ def main() -> None:
     def step(m: torch.nn.Module, opt: torch.optim.Optimizer, amp: torch.dtype | None, k: int,
              layout: str = "nchw") -> None:
         x, y = batch(k, formats[layout])
-        with torch.autocast(dev.type, dtype=amp) if amp else torch.autocast(dev.type, enabled=False):
-            loss = F.cross_entropy(m(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        with layeract_kernel_env(kernels.get(id(getattr(m, "_orig_mod", m)))):
+            with torch.autocast(dev.type, dtype=amp) if amp else torch.autocast(dev.type, enabled=False):
+                loss = F.cross_entropy(m(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
 
     def sync() -> None:
         if dev.type == "cuda":
@@ -246,8 +250,10 @@ def epoch_rate(args: argparse.Namespace, act: str, amp: str, layout: str, dev: t
                       device=str(dev), amp=None if amp == "none" else amp,
                       channels_last=layout == "nhwc")
     torch.manual_seed(0)
-    model = build_model(args.model, num_classes=10, activation=act)
-    result = train(model, ds, config=cfg, progress=False)
+    spec, kernel = split_kernel(act)
+    model = build_model(args.model, num_classes=10, activation=spec)
+    with layeract_kernel_env(kernel):
+        result = train(model, ds, config=cfg, progress=False)
     return float(result.history["images_per_s"].iloc[-1])
 
 
