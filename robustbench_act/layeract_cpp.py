@@ -278,7 +278,16 @@ def _build(compiler: str) -> Path:
     target = _cache_dir() / f"layeract-{key.hexdigest()[:16]}.so"
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return _compile_into(compiler, target)
+    except OSError as e:
+        raise UserError(f"cannot build LayerAct's C++ CPU kernel in {target.parent} ({e.strerror or e}); "
+                        f"set XDG_CACHE_HOME to a writable folder, or ACTBENCH_LAYERACT_KERNEL=eager") from None
+
+
+def _compile_into(compiler: str, target: Path) -> Path:
+    """Compile SOURCE into ``target`` through a temporary folder beside it (atomic rename)."""
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         src, lib = Path(tmp) / "layeract.cpp", Path(tmp) / "layeract.so"
         src.write_text(SOURCE)

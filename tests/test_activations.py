@@ -485,6 +485,15 @@ def test_layeract_cpp_kernel_runs_and_reports_a_failed_build(tmp_path, monkeypat
     with pytest.raises(UserError, match="building LayerAct's C\\+\\+ CPU kernel with /bin/false failed"):
         layeract_cpp.library("/bin/false")
     assert not list(tmp_path.rglob("*.so"))  # nothing half-built left in the cache
+    # a cache folder that cannot be made: one line naming it and the way out
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
+    layeract_cpp.library.cache_clear()
+    try:
+        with pytest.raises(UserError, match="cannot build LayerAct's C\\+\\+ CPU kernel in .*XDG_CACHE_HOME"):
+            layeract_cpp.library(str(layeract._cpp_compiler()))
+    finally:
+        layeract_cpp.library.cache_clear()
 
 
 def test_layeract_traces_without_graph_breaks() -> None:
