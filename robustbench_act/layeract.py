@@ -207,7 +207,8 @@ def cpu_kernel() -> str:
 
     Chosen by ``ACTBENCH_LAYERACT_KERNEL`` (auto | cpp | inductor | eager; auto = cpp when
     a C++ compiler is found). They compute the same function up to float rounding, so the
-    choice is part of a run's numerics; manifests record it. The cpp kernel takes float32,
+    choice is part of a run's numerics; manifests record it (and recording it builds the cpp
+    kernel, so a failed build stops a run before its outputs). The cpp kernel takes float32,
     float64 and bfloat16; a float16 tensor runs the eager kernel.
     """
     value = requested_layeract_kernel()
@@ -216,7 +217,9 @@ def cpu_kernel() -> str:
         raise UserError(f"{LAYERACT_KERNEL_ENV}={value} needs a C++ compiler and none was "
                         f"found (set CXX, or {LAYERACT_KERNEL_ENV}=eager)")  # fmt: skip
     if value == "auto":
-        return "cpp" if compiler is not None else "eager"
+        value = "cpp" if compiler is not None else "eager"
+    if value == "cpp":
+        layeract_cpp.library(str(compiler))  # built (once) now, so a failed build stops a run early
     return value
 
 

@@ -65,3 +65,20 @@ def test_bad_layeract_kernel_env_is_one_line_exit_2_before_any_output(tmp_path) 
     assert "valid: auto, cpp, inductor, eager" in lines[0] and "Traceback" not in res.stderr
     assert cpu.requested_layeract_kernel({"ACTBENCH_LAYERACT_KERNEL": " Eager "}) == "eager"
     assert cpu.requested_layeract_kernel({}) == "auto"
+
+
+def test_unbuildable_cpp_kernel_stops_a_run_before_any_output(tmp_path) -> None:
+    """The cpp LayerAct kernel is built when a run records its numerics: a failure leaves no files."""
+    blocker = tmp_path / "cache-is-a-file"
+    blocker.write_text("")
+    env = {**os.environ, "ACTBENCH_LAYERACT_KERNEL": "cpp", "XDG_CACHE_HOME": str(blocker)}
+    code = "import sys\nfrom robustbench_act import cli\nsys.argv = ['actbench', 'run', '--out', 'o']\ncli.main()\n"
+    work = tmp_path / "work"
+    work.mkdir()
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=work)
+    if "needs a C++ compiler" in res.stderr:
+        pytest.skip("no C++ compiler")
+    assert res.returncode == 2 and list(work.iterdir()) == [], res.stderr
+    lines = [ln for ln in (res.stdout + res.stderr).strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "cannot build LayerAct's C++ CPU kernel" in lines[0], lines
+    assert "Traceback" not in res.stderr
