@@ -110,8 +110,9 @@ template <class A> inline void scale_and_grad(int scale, A n, A& s, A& ds) {
   } else {  // mish: tanh(softplus(n)) = t (t + 2) / (t (t + 2) + 2), t = e^n
     A t = exp_approx(n < A(20) ? n : A(20));
     A u = t * (t + A(2));
-    s = u / (u + A(2));
-    ds = (A(1) - s * s) * t / (t + A(1));
+    A r = A(1) / ((u + A(2)) * (t + A(1)));  // one division for s and sigmoid(n) = t / (t + 1)
+    s = u * (t + A(1)) * r;
+    ds = (A(1) - s * s) * t * (u + A(2)) * r;
   }
 }
 
