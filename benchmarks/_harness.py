@@ -125,3 +125,28 @@ def with_layeract_kernel(kernel: str | None, fn: Callable[..., object]) -> Calla
             return fn(*args, **kwargs)
 
     return run
+
+
+#: the random-stream kernels a corruption benchmark can time ours with (one column each)
+STREAM_KERNELS = ("native", "eager", "compiled")
+
+
+def parse_stream_kernels(text: str) -> list[str]:
+    """"native,eager" -> ["native", "eager"]; "auto" is this process's default (native or eager)."""
+    import corruptions.native
+
+    kernels = [k.strip().lower() for k in text.split(",") if k.strip()]
+    bad = [k for k in kernels if k not in (*STREAM_KERNELS, "auto")]
+    if bad or not kernels:
+        raise SystemExit(f"--kernels: unknown {', '.join(bad) or 'empty list'} (valid: auto, {', '.join(STREAM_KERNELS)})")
+    return [corruptions.native.kernels() if k == "auto" else k for k in kernels]
+
+
+def use_stream_kernels(kernel: str) -> None:
+    """Make ``kernel`` (native, eager, compiled = eager kernels with the torch.compile'd hash)
+    the one corruptions draws with."""
+    import corruptions
+    import corruptions.native
+
+    corruptions.native.set_kernels("eager" if kernel == "compiled" else kernel)
+    corruptions.set_compiled_hash(kernel == "compiled")

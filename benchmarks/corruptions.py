@@ -39,7 +39,15 @@ if getattr(sys.modules.get("corruptions"), "__file__", "") == __file__:
     del sys.modules["corruptions"]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _harness import check_clock, interleaved, print_table, ratio, sample_photos  # noqa: E402
+from _harness import (  # noqa: E402
+    check_clock,
+    interleaved,
+    parse_stream_kernels,
+    print_table,
+    ratio,
+    sample_photos,
+    use_stream_kernels,
+)
 
 import corruptions  # noqa: E402
 import corruptions.frost  # noqa: E402
@@ -236,16 +244,16 @@ def reference_functions(
 # ----------------------------------------------------------------------------- timing
 
 
-def _ours(x: torch.Tensor, name: str, severity: int, preset: str, compiled: bool,
+def _ours(x: torch.Tensor, name: str, severity: int, preset: str, kernel: str,
           streams: int) -> Callable[[], object]:  # fmt: skip
-    """One ``corruptions.apply`` call on the whole batch (warmed up once), eager or compiled
-    hash, random-stream version ``streams``."""
+    """One ``corruptions.apply`` call on the whole batch (warmed up once) with the stream
+    kernels ``kernel`` (native, eager, compiled), random-stream version ``streams``."""
 
     def run() -> object:
-        corruptions.set_compiled_hash(compiled)
+        use_stream_kernels(kernel)
         return corruptions.apply(x, name, severity, seed=1, preset=preset, streams=streams)
 
-    corruptions.set_compiled_hash(compiled)
+    use_stream_kernels(kernel)
     corruptions.apply(x[: min(4, len(x))], name, severity, preset=preset, streams=streams)
     return run
 
@@ -253,12 +261,12 @@ def _ours(x: torch.Tensor, name: str, severity: int, preset: str, compiled: bool
 def compile_latency(device: str) -> float:
     """Seconds of the first compiled-hash draw in this process (torch.compile + its caches)."""
     t0 = time.perf_counter()
-    corruptions.set_compiled_hash(True)
+    use_stream_kernels("compiled")
     try:
         rng = corruptions.SampleRNG(0, 1, torch.arange(3), torch.device(device))
         rng.bits((5,))
     finally:
-        corruptions.set_compiled_hash(False)
+        use_stream_kernels("eager")
     return time.perf_counter() - t0
 
 
@@ -287,13 +295,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall clock, or this process's CPU time (steadier on a busy machine, 1 thread)")
-    ap.add_argument("--compiled-hash", action="store_true",
-                    help="also time ours with the torch.compile'd hash (corruptions.set_compiled_hash)")
+    ap.add_argument("--kernels", default="auto",
+                    help="random-stream kernels of ours, one column each: native, eager, compiled "
+                         "(torch.compile'd hash) or auto (the default one), e.g. native,eager")
+    ap.add_argument("--compiled-hash", action="store_true", help="add a 'compiled' kernels column")
     ap.add_argument("--streams", default=str(corruptions.DEFAULT_STREAMS),
                     help="random-stream version(s) of ours, e.g. 2 or 1,2 (one column each)")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = ap.parse_args(argv)
     versions = [corruptions.check_streams(v) for v in args.streams.split(",")]
+    kernels = parse_stream_kernels(args.kernels + (",compiled" if args.compiled_hash else ""))
     if args.threads:
         torch.set_num_threads(args.threads)
     clock = check_clock(args.clock, torch.get_num_threads())
@@ -307,10 +318,11 @@ def main(argv: list[str] | None = None) -> None:
     src, refs = ("none", {}) if args.no_ref else reference_functions(preset)
     ref_n = min(args.ref_n, args.n)
     tag = (lambda v: f" v{v}") if len(versions) > 1 else (lambda v: "")
-    variants = [(f"{d}{tag(v)}", d, False, v) for d in devices for v in versions]
-    note = f"; streams v{args.streams}"
-    if args.compiled_hash:
-        variants += [(f"{d}+compiled{tag(v)}", d, True, v) for d in devices for v in versions]
+    ktag = (lambda k: f" {k}") if len(kernels) > 1 else (lambda k: "")
+    on = {(d, "eager" if k == "native" and d != "cpu" else k): None for k in kernels for d in devices}
+    variants = [(f"{d}{ktag(k)}{tag(v)}", d, k, v) for d, k in on for v in versions]  # native: CPU only
+    note = f"; streams v{args.streams}; kernels {','.join(kernels)}"
+    if "compiled" in kernels:
         note += "; first compiled draw " + ", ".join(f"{d} {compile_latency(d):.1f} s" for d in devices)
     print(f"# {args.n} images {args.size}x{args.size}, preset {preset}, severity {args.severity}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), {args.clock} clock, "
@@ -327,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
         if name in refs:
             tasks["ref"] = _reference(refs[name], x, args.severity, ref_n)
         best = interleaved(tasks, args.repeat, clock, sync)
-        corruptions.set_compiled_hash(False)
+        use_stream_kernels(kernels[0])
         per_image = {lab: best[lab] / args.n for lab in labels}
         if "ref" in best:
             per_image["ref"] = best["ref"] / ref_n

@@ -24,6 +24,8 @@ from fractions import Fraction
 
 import torch
 
+from corruptions import native
+
 _M32 = 0xFFFFFFFF
 # Chris Wellons' best two-round 32-bit hash (bias ~0.107, lower than lowbias32's 0.174).
 # Both multipliers are below 2**31: x * c < 2**63 for 32-bit x (exact in int64), and they
@@ -251,6 +253,10 @@ class SampleRNG:
         else:
             streams = list(range(stream, stream + count))
         size = math.prod(shape)
+        if native.active(self.device):
+            k1 = self._stream_keys(streams).view(-1)  # (count * N,)
+            x = native.hash_chain(self._k0.repeat(count), k1, size)
+            return x.view(count, self.n, size) if count > 1 else x
         if _COMPILED["enabled"]:
             k1_64 = self._stream_keys64(streams).view(-1)  # (count * N,)
             x = _compiled_chain(size, self.keys0.repeat(count), k1_64)
@@ -405,7 +411,7 @@ class SampleRNG:
         invert one 32-bit uniform against their level's CDF table
         (:func:`corruptions.streams.invert_levels`); the others draw as :meth:`poisson`.
         """
-        from corruptions.streams import MAX_TABLE_SCALE, invert_levels, level_mask
+        from corruptions.streams import MAX_TABLE_SCALE, invert_levels, level_mask, level_tables
 
         if self.version < 2 or not 0 <= scale <= MAX_TABLE_SCALE:
             return self.poisson(x.to(torch.float64) * scale)
@@ -414,8 +420,12 @@ class SampleRNG:
             raise ValueError(f"poisson: rate must have shape (N={self.n}, ...), got {tuple(x.shape)}")
         flat_x = x.detach().to(device=self.device, dtype=torch.float32).reshape(-1)
         per_sample, sub = flat_x.numel() // max(self.n, 1), self._poisson_block()
-        is_level, level = level_mask(flat_x)
-        out = invert_levels(self._bits32((per_sample,), sub).view(-1), level, float(scale))
+        bits = self._bits32((per_sample,), sub).view(-1)
+        if native.active(self.device):
+            out, is_level = native.poisson_levels(flat_x, bits, level_tables(float(scale), self.device))
+        else:
+            is_level, level = level_mask(flat_x)
+            out = invert_levels(bits, level, float(scale))
         if not bool(is_level.all()):  # NaN, negative and non-level values: checked and drawn as in v1
             flat = is_level.logical_not_().nonzero().view(-1)
             lam = self._checked_rates(flat_x.index_select(0, flat).to(torch.float64).mul_(scale).view(1, -1), 1)

@@ -57,17 +57,35 @@ LAYERACT_KERNEL_ENV = "ACTBENCH_LAYERACT_KERNEL"
 LAYERACT_KERNELS = ("auto", "cpp", "inductor", "eager")
 
 
+def _requested(env: MutableMapping[str, str], name: str, choices: tuple[str, ...], what: str) -> str:
+    """The value of environment variable ``name`` (default auto) if one of ``choices``, else a UserError."""
+    from robustbench_act.errors import UserError, closest
+
+    value = env.get(name, "").strip().lower() or "auto"
+    if value not in choices:
+        near = closest(value, choices)
+        hint = f"; closest: {', '.join(near)}" if near else ""
+        raise UserError(f"{name}={value!r} is not {what}{hint} (valid: {', '.join(choices)})")
+    return value
+
+
 def requested_layeract_kernel(env: MutableMapping[str, str] = os.environ) -> str:
     """The LayerAct CPU kernel the environment asks for (default auto); bad values raise.
 
     Torch-free, so the CLI checks it before any command starts writing output.
     """
-    from robustbench_act.errors import UserError, closest
+    return _requested(env, LAYERACT_KERNEL_ENV, LAYERACT_KERNELS, "a LayerAct kernel")
 
-    value = env.get(LAYERACT_KERNEL_ENV, "").strip().lower() or "auto"
-    if value not in LAYERACT_KERNELS:
-        near = closest(value, LAYERACT_KERNELS)
-        hint = f"; closest: {', '.join(near)}" if near else ""
-        raise UserError(f"{LAYERACT_KERNEL_ENV}={value!r} is not a LayerAct kernel{hint} "
-                        f"(valid: {', '.join(LAYERACT_KERNELS)})")  # fmt: skip
-    return value
+
+#: Environment variable choosing the corruptions' random-stream CPU kernels (corruptions/native.py).
+CORRUPTION_KERNELS_ENV = "CORRUPTIONS_KERNELS"
+#: auto: native C++ when a compiler is there, else eager; native; eager (corruptions.native.KERNEL_CHOICES).
+CORRUPTION_KERNELS = ("auto", "native", "eager")
+
+
+def requested_corruption_kernels(env: MutableMapping[str, str] = os.environ) -> str:
+    """The corruptions' CPU kernels the environment asks for (default auto); bad values raise.
+
+    Torch-free like :func:`requested_layeract_kernel`; both kernels give the same bits.
+    """
+    return _requested(env, CORRUPTION_KERNELS_ENV, CORRUPTION_KERNELS, "a corruption kernel choice")

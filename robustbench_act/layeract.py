@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from corruptions.native import cpp_compiler as _cpp_compiler
 from robustbench_act import layeract_cpp
 from robustbench_act.cpu import LAYERACT_KERNEL_ENV, requested_layeract_kernel
 from robustbench_act.errors import UserError
@@ -189,17 +190,6 @@ def _backward_chunk(
     if out is None:
         return grad.to(x.dtype)
     return out if into is not None else out.copy_(grad)
-
-
-@functools.cache
-def _cpp_compiler() -> str | None:
-    """The C++ compiler inductor would use on CPU, or None when there is none."""
-    try:
-        from torch._inductor.cpp_builder import get_cpp_compiler
-
-        return str(get_cpp_compiler())
-    except Exception:  # no compiler found (or inductor unusable): auto picks the eager kernel
-        return None
 
 
 def cpu_kernel() -> str:

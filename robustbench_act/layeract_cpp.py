@@ -20,22 +20,18 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
-import platform
-import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
 
+from corruptions.native import NativeBuildError, build
 from robustbench_act.errors import UserError
 
 #: scale name -> the kernel's integer code
 SCALE_CODES = {"silu": 0, "hardsilu": 1, "gelu": 2, "mish": 3}
 #: dtype -> the suffix of the kernel's entry points
 _DTYPE_SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
-_FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-std=c++17", "-shared", "-fPIC")
 
 SOURCE = r"""
 #include <cmath>
@@ -262,43 +258,13 @@ def _cache_dir() -> Path:
     return Path(base) / "actbench"
 
 
-def _machine_tag() -> str:
-    """The CPU the library is built for (-march=native): model name and feature flags."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags", "Features"))]
-        return "\n".join(sorted(set(lines)))
-    except OSError:
-        return platform.processor() or platform.machine()
-
-
 def _build(compiler: str) -> Path:
     """Compile SOURCE (once per source, flags, compiler and CPU); return the shared library."""
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\0".join([SOURCE, *_FLAGS, compiler, version, _machine_tag()]).encode())
-    target = _cache_dir() / f"layeract-{key.hexdigest()[:16]}.so"
-    if target.is_file():
-        return target
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return _compile_into(compiler, target)
-    except OSError as e:
-        raise UserError(f"cannot build LayerAct's C++ CPU kernel in {target.parent} ({e.strerror or e}); "
-                        f"set XDG_CACHE_HOME to a writable folder, or ACTBENCH_LAYERACT_KERNEL=eager") from None
-
-
-def _compile_into(compiler: str, target: Path) -> Path:
-    """Compile SOURCE into ``target`` through a temporary folder beside it (atomic rename)."""
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        src, lib = Path(tmp) / "layeract.cpp", Path(tmp) / "layeract.so"
-        src.write_text(SOURCE)
-        done = subprocess.run([compiler, *_FLAGS, str(src), "-o", str(lib)], capture_output=True, text=True)
-        if done.returncode != 0:
-            first = (done.stderr.strip().splitlines() or ["no output"])[0]
-            raise UserError(f"building LayerAct's C++ CPU kernel with {compiler} failed ({first}); "
-                            f"set ACTBENCH_LAYERACT_KERNEL=eager")  # fmt: skip
-        os.replace(lib, target)  # atomic: a concurrent build of the same key writes the same bytes
-    return target
+        return build(SOURCE, "layeract", _cache_dir(), compiler, label="LayerAct's C++ CPU kernel",
+                     hint="set ACTBENCH_LAYERACT_KERNEL=eager")
+    except NativeBuildError as e:
+        raise UserError(str(e)) from None
 
 
 @functools.cache

@@ -67,6 +67,7 @@ def numerics() -> dict[str, Any]:
 
     import torch
 
+    from corruptions.native import kernels as corruption_kernels
     from robustbench_act.layeract import cpu_kernel
 
     out: dict[str, Any] = {
@@ -81,10 +82,11 @@ def numerics() -> dict[str, Any]:
         "cuda_matmul_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
         "cudnn_tf32": bool(torch.backends.cudnn.allow_tf32),
         "layeract_cpu_kernel": cpu_kernel(),
+        "corruption_kernels": corruption_kernels(),  # same bits either way; built now, before outputs
     }
     env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY",
                                       "KMP_BLOCKTIME", "CUBLAS_WORKSPACE_CONFIG",
-                                      "ACTBENCH_LAYERACT_KERNEL") if k in os.environ}  # fmt: skip
+                                      "ACTBENCH_LAYERACT_KERNEL", "CORRUPTIONS_KERNELS") if k in os.environ}  # fmt: skip
     if env:
         out["environment"] = env
     return out

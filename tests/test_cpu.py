@@ -67,6 +67,34 @@ def test_bad_layeract_kernel_env_is_one_line_exit_2_before_any_output(tmp_path) 
     assert cpu.requested_layeract_kernel({}) == "auto"
 
 
+def test_bad_corruption_kernels_env_is_one_line_exit_2_before_any_output(tmp_path) -> None:
+    """CORRUPTIONS_KERNELS is checked before a command starts; its choices are the package's."""
+    from corruptions.native import KERNEL_CHOICES
+
+    env = {**os.environ, "CORRUPTIONS_KERNELS": "nativ"}
+    code = "import sys\nfrom robustbench_act import cli\nsys.argv = ['actbench', 'run', '--out', 'o']\ncli.main()\n"
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 2 and list(tmp_path.iterdir()) == []
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CORRUPTIONS_KERNELS='nativ' is not a corruption kernel choice" in lines[0]
+    assert "closest: native" in lines[0] and "Traceback" not in res.stderr
+    assert cpu.CORRUPTION_KERNELS == KERNEL_CHOICES
+    assert cpu.requested_corruption_kernels({"CORRUPTIONS_KERNELS": "EAGER"}) == "eager"
+
+
+def test_manifest_records_the_corruption_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numerics() names the stream kernels in use (eager here) and the variable that chose them."""
+    from corruptions import native
+    from robustbench_act.manifest import numerics
+
+    monkeypatch.setenv("CORRUPTIONS_KERNELS", "eager")
+    monkeypatch.setitem(native._STATE, "choice", "eager")
+    out = numerics()
+    assert out["corruption_kernels"] == "eager"
+    assert out["environment"]["CORRUPTIONS_KERNELS"] == "eager"
+
+
 def test_unbuildable_cpp_kernel_stops_a_run_before_any_output(tmp_path) -> None:
     """The cpp LayerAct kernel is built when a run records its numerics: a failure leaves no files."""
     blocker = tmp_path / "cache-is-a-file"

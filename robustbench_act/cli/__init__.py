@@ -92,11 +92,16 @@ def main() -> None:
     missing or unparsable value), which Typer would otherwise draw as a multi-line box.
     """
     args = sys.argv[1:]
-    from robustbench_act.cpu import requested_layeract_kernel, set_thread_defaults
+    from robustbench_act.cpu import (
+        requested_corruption_kernels,
+        requested_layeract_kernel,
+        set_thread_defaults,
+    )
 
     set_thread_defaults()  # before any command imports torch (see robustbench_act/cpu.py)
     try:
         requested_layeract_kernel()  # a bad ACTBENCH_LAYERACT_KERNEL fails before any output
+        requested_corruption_kernels()  # ... and a bad CORRUPTIONS_KERNELS
         code = app(prog_name="actbench", args=args, standalone_mode=False)
     except typer.Abort:
         _one_line_error("aborted")

@@ -1,0 +1,238 @@
+"""Native CPU kernels: the hash chain and the 8-bit-level Poisson inversion as one C++ loop each.
+
+Eagerly, a dense draw is ~35 tensor operations (each a pass over memory) and the Poisson
+inversion another ~20 plus a shrinking binary search; these kernels do each in one pass,
+element by element, with the same integer arithmetic and the same float64 comparisons, so
+their outputs are the eager kernels' bits (tests compare them). They are one small C++ file
+built once per machine with the C++ compiler inductor would use (``-O3 -march=native``,
+~1 s), cached under ``$XDG_CACHE_HOME/corruptions`` (default ``~/.cache/corruptions``), and
+called through ctypes on raw pointers.
+
+Chosen by ``CORRUPTIONS_KERNELS`` or :func:`set_kernels`: ``auto`` (default: native when a
+C++ compiler is found, else eager), ``native`` or ``eager``. CUDA tensors always take the
+eager (or compiled) kernels. A failed build is an error, not a silent switch to eager.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+#: Environment variable choosing the CPU kernels of the random streams.
+KERNELS_ENV = "CORRUPTIONS_KERNELS"
+KERNEL_CHOICES = ("auto", "native", "eager")
+#: Flags of every native build (the LayerAct kernel of robustbench_act uses them too).
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-std=c++17", "-shared", "-fPIC")
+_STATE: dict[str, str] = {"choice": os.environ.get(KERNELS_ENV, "")}
+
+
+class NativeBuildError(RuntimeError):
+    """A native kernel could not be built (no compiler, a compiler error, an unwritable cache)."""
+
+
+SOURCE = r"""
+#include <cmath>
+#include <cstdint>
+
+static inline uint32_t mix32(uint32_t x) {
+  x ^= x >> 16; x *= 0x21F0AAADu; x ^= x >> 15; x *= 0x735A2D97u; x ^= x >> 15;
+  return x;
+}
+
+extern "C" {
+
+// out[r, i] = mix(mix(mix(i ^ k0[r]) ^ k1[r]) + k0[r]) (uint32 arithmetic, stored as int32).
+void hash_chain(const int32_t* k0, const int32_t* k1, int64_t rows, int64_t cols, int32_t* out,
+                int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && rows > 1)
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint32_t a = (uint32_t)k0[r], b = (uint32_t)k1[r];
+    int32_t* o = out + r * cols;
+#pragma omp simd
+    for (int64_t i = 0; i < cols; ++i) o[i] = (int32_t)mix32(mix32(mix32((uint32_t)i ^ a) ^ b) + a);
+  }
+}
+
+// Poisson counts #{j: cdf_v(j) < u} of 32-bit draws for intensities that are 8-bit levels
+// levels[v] = float32(v / 255); is_level[e] = 0 (count 0) for the others. cdf: 256 rows of `size`;
+// bounds: 256 rows of 2**log_bins (lo, hi) int32 pairs; the count lies in [lo, hi].
+void poisson_levels(const float* x, const int32_t* bits, int64_t n, const float* levels, const double* cdf,
+                    const int32_t* bounds, int64_t size, int log_bins, int64_t* out,
+                    uint8_t* is_level, int threads) {
+  const int shift = 32 - log_bins;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t e = 0; e < n; ++e) {
+    const float xv = x[e];
+    float lv = std::nearbyint(xv * 255.0f);
+    lv = lv < 0.0f ? 0.0f : (lv > 255.0f ? 255.0f : lv);
+    const bool level_ok = (lv == lv) && levels[(int)lv] == xv;  // false for NaN and non-levels
+    is_level[e] = level_ok;
+    if (!level_ok) { out[e] = 0; continue; }
+    const int64_t v = (int64_t)lv;
+    const uint32_t ub = (uint32_t)bits[e];
+    const int32_t* pair = bounds + 2 * ((v << log_bins) + (int64_t)(ub >> shift));
+    int64_t a = pair[0], b = pair[1];
+    if (a < b) {
+      const double u = ((double)ub + 0.5) * 0x1p-32;
+      const double* row = cdf + v * size;
+      while (a < b) {
+        const int64_t mid = (a + b) >> 1;
+        if (row[mid] < u) a = mid + 1; else b = mid;
+      }
+    }
+    out[e] = a < size - 1 ? a : size - 1;
+  }
+}
+
+}
+"""
+
+
+def check_kernels(choice: object) -> str:
+    """The kernel choice as one of KERNEL_CHOICES; anything else is a one-line CorruptionError."""
+    from corruptions.registry import CorruptionError
+
+    text = str(choice).strip().lower() or "auto"
+    if text not in KERNEL_CHOICES:
+        raise CorruptionError(f"{KERNELS_ENV}={choice!r} is not a kernel choice "
+                              f"(valid: {', '.join(KERNEL_CHOICES)})")  # fmt: skip
+    return text
+
+
+def set_kernels(choice: str) -> None:
+    """Make ``choice`` (auto, native, eager) the CPU kernels of this process (validated)."""
+    _STATE["choice"] = check_kernels(choice)
+
+
+@functools.cache
+def cpp_compiler() -> str | None:
+    """The C++ compiler inductor would use on CPU, or None when there is none."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        return str(get_cpp_compiler())
+    except Exception:  # no compiler found (or inductor unusable): auto means eager
+        return None
+
+
+def kernels() -> str:
+    """The CPU kernels in use, "native" or "eager" (``native`` is built now, once).
+
+    Both give the same bits; the choice changes speed only. ``native`` without a compiler,
+    or a failed build, raises :class:`corruptions.CorruptionError` naming the way out.
+    """
+    from corruptions.registry import CorruptionError
+
+    choice = check_kernels(_STATE["choice"])
+    if choice == "eager" or (choice == "auto" and cpp_compiler() is None):
+        return "eager"
+    if cpp_compiler() is None:
+        raise CorruptionError(f"{KERNELS_ENV}=native needs a C++ compiler and none was found "
+                              f"(set CXX, or {KERNELS_ENV}=eager)")  # fmt: skip
+    try:
+        _library(str(cpp_compiler()))
+    except NativeBuildError as e:
+        raise CorruptionError(str(e)) from None
+    return "native"
+
+
+def active(device: torch.device) -> bool:
+    """Whether draws on ``device`` run the native kernels."""
+    return device.type == "cpu" and kernels() == "native"
+
+
+def _machine_tag() -> str:
+    """The CPU a -march=native build is for: model name and feature flags."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags", "Features"))]
+        return "\n".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def build(source: str, name: str, cache_dir: Path, compiler: str, *, label: str, hint: str,
+          flags: tuple[str, ...] = FLAGS) -> Path:  # fmt: skip
+    """Compile ``source`` into ``cache_dir/name-<key>.so`` unless built already; its path.
+
+    The key hashes source, flags, compiler (and its version) and the CPU, so a change of
+    any builds anew. A compiler error or an unwritable folder raises NativeBuildError, its
+    message naming ``label`` (what is built) and ending in ``hint`` (the way out).
+    """
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+    key = hashlib.sha256("\0".join([source, *flags, compiler, version, _machine_tag()]).encode())
+    target = cache_dir / f"{name}-{key.hexdigest()[:16]}.so"
+    if target.is_file():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            src, lib = Path(tmp) / f"{name}.cpp", Path(tmp) / f"{name}.so"
+            src.write_text(source)
+            done = subprocess.run([compiler, *flags, str(src), "-o", str(lib)], capture_output=True, text=True)
+            if done.returncode != 0:
+                first = (done.stderr.strip().splitlines() or ["no output"])[0]
+                raise NativeBuildError(f"building {label} with {compiler} failed ({first}); {hint}")
+            os.replace(lib, target)  # atomic: a concurrent build of the same key writes the same bytes
+    except OSError as e:
+        raise NativeBuildError(f"cannot build {label} in {target.parent} ({e.strerror or e}); "
+                               f"set XDG_CACHE_HOME to a writable folder, or {hint}") from None
+    return target
+
+
+def _cache_dir() -> Path:
+    """$XDG_CACHE_HOME/corruptions (default ~/.cache/corruptions)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "corruptions"
+
+
+@functools.cache
+def _library(compiler: str) -> ctypes.CDLL:
+    """The built stream kernels, loaded, with their argument types declared."""
+    lib = ctypes.CDLL(str(build(SOURCE, "streams", _cache_dir(), compiler, label="the corruptions' C++ "
+                                "stream kernels", hint=f"set {KERNELS_ENV}=eager")))
+    p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.hash_chain.argtypes = [p, p, i64, i64, p, c_int]
+    lib.poisson_levels.argtypes = [p, p, i64, p, p, p, i64, c_int, p, p, c_int]
+    return lib
+
+
+def hash_chain(k0: torch.Tensor, k1: torch.Tensor, cols: int) -> torch.Tensor:
+    """int32 bits (rows, cols) of the keyed chain for row keys ``k0``, ``k1`` (int32, (rows,))."""
+    k0, k1 = k0.contiguous(), k1.contiguous()
+    rows = k0.numel()
+    out = torch.empty((rows, cols), dtype=torch.int32)
+    _library(str(cpp_compiler())).hash_chain(k0.data_ptr(), k1.data_ptr(), rows, cols, out.data_ptr(),
+                                            torch.get_num_threads())
+    return out
+
+
+@functools.cache
+def _levels() -> torch.Tensor:
+    """float32(v / 255) for v = 0..255, by the division :func:`corruptions.streams.level_mask` uses."""
+    return torch.div(torch.arange(256, dtype=torch.float32), 255.0)
+
+
+def poisson_levels(x: torch.Tensor, bits: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor, int, int]
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(counts int64, is_level bool) for flat float32 ``x`` and int32 ``bits`` of equal length.
+
+    ``tables`` is :func:`corruptions.streams.level_tables`' (cdf, bounds, size, log2 B);
+    elements that are no 8-bit level get count 0 and is_level False.
+    """
+    cdf, bounds, size, log_bins = tables
+    x, bits = x.contiguous(), bits.contiguous()
+    n = x.numel()
+    out = torch.empty(n, dtype=torch.int64)
+    is_level = torch.empty(n, dtype=torch.bool)
+    _library(str(cpp_compiler())).poisson_levels(
+        x.data_ptr(), bits.data_ptr(), n, _levels().data_ptr(), cdf.data_ptr(), bounds.data_ptr(), size, log_bins,
+        out.data_ptr(), is_level.data_ptr(), torch.get_num_threads())
+    return out, is_level

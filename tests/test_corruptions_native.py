@@ -1,0 +1,111 @@
+"""The native CPU stream kernels give the eager kernels' bits, and fail loudly when they cannot."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import corruptions
+from corruptions import native
+from corruptions.rng import SampleRNG
+from corruptions.streams import invert_levels, level_mask, level_tables
+
+needs_compiler = pytest.mark.skipif(native.cpp_compiler() is None, reason="no C++ compiler")
+
+
+@pytest.fixture
+def kernels_restored():
+    """Put the process's kernel choice back after the test."""
+    saved = native._STATE["choice"]
+    yield
+    native._STATE["choice"] = saved
+
+
+def _images(n: int = 5, size: int = 9, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, size, size), generator=g).to(torch.float32).div_(255.0)
+
+
+def _both(fn):
+    out = {}
+    for choice in ("eager", "native"):
+        native.set_kernels(choice)
+        out[choice] = fn()
+    return out["eager"], out["native"]
+
+
+@needs_compiler
+@pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
+                                  "spatter", "glass_blur", "snow", "frost"])  # fmt: skip
+@pytest.mark.parametrize("streams", [1, 2, 3])
+def test_native_kernels_give_the_eager_bits(name: str, streams: int, kernels_restored) -> None:
+    """Whole corruptions (float and uint8 inputs, every stream version) agree bit for bit."""
+    x = _images()
+    x[0, 0, 0, :3] = torch.tensor([0.3, 0.5001, 1.0])  # non-level intensities take the v1 path
+    eager, nat = _both(lambda: corruptions.apply(x, name, 4, seed=3, streams=streams))
+    assert torch.equal(eager, nat)
+    u8 = x.mul(255).round().to(torch.uint8)
+    eager, nat = _both(lambda: corruptions.apply(u8, name, 2, seed=1, indices=torch.arange(7, 12)))
+    assert torch.equal(eager, nat)
+
+
+@needs_compiler
+def test_native_draws_match_for_every_draw_kind(kernels_restored) -> None:
+    """bits, several streams at once, subsets, uniforms, normals and Poisson counts."""
+
+    def draws() -> list[torch.Tensor]:
+        rng = SampleRNG(11, 5, torch.tensor([0, 7, 2**40, 3]), torch.device("cpu"))
+        part = rng.subset(1, 3)
+        rates = torch.tensor([[0.0, 1.0, 1 / 255, 0.25]]).repeat(4, 1)
+        return [rng.bits((3, 5)), rng.bernoulli((0.2, 0.5, 0.9), 6), rng.uniform(4), rng.normal(2, 3),
+                part.bits((17,)), rng.poisson_scaled(rates, 60.0), rng.poisson_scaled(rates, 3000.0)]
+
+    for e, n in zip(*_both(draws)):
+        assert torch.equal(e, n)
+
+
+@needs_compiler
+def test_poisson_levels_detects_exactly_the_levels_level_mask_does(kernels_restored) -> None:
+    """Specials, values next to every level, and counts equal to invert_levels' on the levels."""
+    native.set_kernels("native")
+    levels = torch.arange(256, dtype=torch.float32).div_(255.0)
+    near = torch.cat([levels, torch.nextafter(levels, torch.tensor(2.0)), torch.nextafter(levels, torch.tensor(-1.0))])
+    x = torch.cat([near, torch.tensor([-0.0, -1e-30, float("nan"), float("inf"), -float("inf"), 2.0, 1.5e-3])])
+    bits = torch.arange(x.numel(), dtype=torch.int32).mul_(747796405)
+    for scale in (0.5, 60.0, 500.0):
+        tables = level_tables(scale, torch.device("cpu"))
+        counts, is_level = native.poisson_levels(x, bits, tables)
+        ok, level = level_mask(x)
+        assert torch.equal(is_level, ok)
+        idx = ok.nonzero().view(-1)
+        assert torch.equal(counts[idx], invert_levels(bits[idx], level[idx], scale))
+        assert bool((counts[~ok] == 0).all())
+
+
+def test_bad_kernel_choice_is_one_line_error(kernels_restored) -> None:
+    with pytest.raises(corruptions.CorruptionError, match=r"CORRUPTIONS_KERNELS='fast' .*valid: auto, native, eager"):
+        native.set_kernels("fast")
+    native.set_kernels(" Eager ")
+    assert native.kernels() == "eager"
+    assert not native.active(torch.device("cpu"))
+
+
+def test_native_without_a_compiler_says_so(monkeypatch: pytest.MonkeyPatch, kernels_restored) -> None:
+    """auto means eager without a compiler; an explicit native is an error, not a silent switch."""
+    monkeypatch.setattr(native, "cpp_compiler", lambda: None)
+    native.set_kernels("auto")
+    assert native.kernels() == "eager"
+    native.set_kernels("native")
+    with pytest.raises(corruptions.CorruptionError, match="needs a C\\+\\+ compiler"):
+        native.kernels()
+
+
+@needs_compiler
+def test_a_failed_build_leaves_nothing_and_names_the_way_out(tmp_path) -> None:
+    with pytest.raises(native.NativeBuildError, match=r"building kernel X with .* failed .*; use Y"):
+        native.build("this is not C++", "broken", tmp_path, str(native.cpp_compiler()), label="kernel X", hint="use Y")
+    assert not list(tmp_path.rglob("*.so"))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(native.NativeBuildError, match=r"cannot build kernel X in .*XDG_CACHE_HOME.*or use Y"):
+        native.build(native.SOURCE, "streams", tmp_path / "file", str(native.cpp_compiler()),
+                     label="kernel X", hint="use Y")  # fmt: skip
