@@ -36,7 +36,15 @@ sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resol
 ]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _harness import check_clock, interleaved, print_table, ratio, sample_photos  # noqa: E402
+from _harness import (  # noqa: E402
+    check_clock,
+    interleaved,
+    parse_stream_kernels,
+    print_table,
+    ratio,
+    sample_photos,
+    use_stream_kernels,
+)
 
 import corruptions  # noqa: E402
 
@@ -68,14 +76,14 @@ def _theirs(corrupt: Callable, imgs: np.ndarray, name: str, severity: int) -> Ca
     return run
 
 
-def _ours(x: torch.Tensor, name: str, severity: int, compiled: bool) -> Callable[[], object]:
-    """Ours on the whole batch with the ImageNet parameters (warmed up once)."""
+def _ours(x: torch.Tensor, name: str, severity: int, kernel: str) -> Callable[[], object]:
+    """Ours on the whole batch with the ImageNet parameters and stream kernels ``kernel`` (warmed up once)."""
 
     def run() -> object:
-        corruptions.set_compiled_hash(compiled)
+        use_stream_kernels(kernel)
         return corruptions.apply(x, name, severity, preset="imagenet")
 
-    corruptions.set_compiled_hash(compiled)
+    use_stream_kernels(kernel)
     corruptions.apply(x[:4], name, severity, preset="imagenet")
     return run
 
@@ -86,7 +94,8 @@ def bench_size(corrupt: Callable, size: int, n: int, ref_n: int, args: argparse.
     x = sample_photos(n, size)
     imgs = x.permute(0, 2, 3, 1).numpy()[: min(ref_n, n)]
     np.random.seed(0)  # imagecorruptions draws from numpy's global generator
-    variants = [("ours", False)] + ([("ours+compiled", True)] if args.compiled_hash else [])
+    kernels = parse_stream_kernels(args.kernels + (",compiled" if args.compiled_hash else ""))
+    variants = [(f"ours {k}" if len(kernels) > 1 else "ours", k) for k in kernels]
     rows, crashed = [], []
     totals = dict.fromkeys([*(lab for lab, _ in variants), "theirs"], 0.0)
     for name in corruptions.names(args.corruptions):
@@ -98,7 +107,7 @@ def bench_size(corrupt: Callable, size: int, n: int, ref_n: int, args: argparse.
         tasks = {lab: _ours(x, name, args.severity, c) for lab, c in variants}
         tasks["theirs"] = _theirs(corrupt, imgs, name, args.severity)
         best = interleaved(tasks, args.repeat, clock)
-        corruptions.set_compiled_hash(False)
+        use_stream_kernels(kernels[0])
         per = {lab: best[lab] / n for lab, _ in variants}
         theirs = best["theirs"] / len(imgs)
         for lab in per:
@@ -112,7 +121,7 @@ def bench_size(corrupt: Callable, size: int, n: int, ref_n: int, args: argparse.
     print(f"\n# {size}x{size} px, preset imagenet, severity {args.severity}: ours on {n} images "
           f"in one batch, imagecorruptions on {len(imgs)} one by one; "
           f"{torch.get_num_threads()} thread(s), {args.clock} clock, best of {args.repeat}, "
-          f"streams v{corruptions.stream_version()}")
+          f"streams v{corruptions.stream_version()}, kernels {','.join(kernels)}")
     labels = [lab for lab, _ in variants]
     print_table(["corruption", *(f"{lab} img/s" for lab in labels), "imagecorruptions img/s",
                  *(f"{lab} / imagecorruptions" for lab in labels)], rows, args.markdown)
@@ -131,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="timing rounds (best kept)")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
-    ap.add_argument("--compiled-hash", action="store_true",
-                    help="also time ours with the torch.compile'd hash (corruptions.set_compiled_hash)")
+    ap.add_argument("--kernels", default="auto",
+                    help="random-stream kernels of ours, one column each: native, eager, compiled "
+                         "(torch.compile'd hash) or auto (the default one), e.g. native,eager")
+    ap.add_argument("--compiled-hash", action="store_true", help="add a 'compiled' kernels column")
     ap.add_argument("--markdown", action="store_true", help="print markdown tables")
     args = ap.parse_args(argv)
     corrupt = load_imagecorruptions()

@@ -1,4 +1,5 @@
-"""Native CPU kernels: the hash chain and the 8-bit-level Poisson inversion as one C++ loop each.
+"""Native CPU kernels: the hash chain, the 8-bit-level Poisson inversion and ``apply``'s
+quantisation, as one C++ loop each.
 
 Eagerly, a dense draw is ~35 tensor operations (each a pass over memory) and the Poisson
 inversion another ~20 plus a shrinking binary search; these kernels do each in one pass,
@@ -89,6 +90,26 @@ void poisson_levels(const float* x, const int32_t* bits, int64_t n, const float*
       }
     }
     out[e] = a < size - 1 ? a : size - 1;
+  }
+}
+
+// apply's quantisation of a result: level = floor(clamp(x, 0, 1) * 255 + 1e-4) in float32
+// (the product and the sum rounded apart, as torch's two ops do); NaN: level 0 for uint8
+// output (what torch's float -> int16 -> uint8 gives), NaN for float output (level / 255).
+void quantize_u8(const float* x, int64_t n, uint8_t* out, int threads) {
+#pragma omp parallel for simd schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t e = 0; e < n; ++e) {
+    const float v = x[e] < 0.0f ? 0.0f : (x[e] > 1.0f ? 1.0f : x[e]);
+    const float level = std::floor(v * 255.0f + 1e-4f);
+    out[e] = level == level ? (uint8_t)level : 0;
+  }
+}
+
+void quantize_f32(const float* x, int64_t n, float* out, int threads) {
+#pragma omp parallel for simd schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t e = 0; e < n; ++e) {
+    const float v = x[e] < 0.0f ? 0.0f : (x[e] > 1.0f ? 1.0f : x[e]);
+    out[e] = std::floor(v * 255.0f + 1e-4f) / 255.0f;
   }
 }
 
@@ -196,11 +217,13 @@ def _cache_dir() -> Path:
 @functools.cache
 def _library(compiler: str) -> ctypes.CDLL:
     """The built stream kernels, loaded, with their argument types declared."""
-    lib = ctypes.CDLL(str(build(SOURCE, "streams", _cache_dir(), compiler, label="the corruptions' C++ "
-                                "stream kernels", hint=f"set {KERNELS_ENV}=eager")))
+    path = build(SOURCE, "streams", _cache_dir(), compiler, label="the corruptions' C++ kernels",
+                 hint=f"set {KERNELS_ENV}=eager", flags=(*FLAGS, "-ffp-contract=off"))  # torch's roundings
+    lib = ctypes.CDLL(str(path))
     p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.hash_chain.argtypes = [p, p, i64, i64, p, c_int]
     lib.poisson_levels.argtypes = [p, p, i64, p, p, p, i64, c_int, p, p, c_int]
+    lib.quantize_u8.argtypes = lib.quantize_f32.argtypes = [p, i64, p, c_int]
     return lib
 
 
@@ -236,3 +259,13 @@ def poisson_levels(x: torch.Tensor, bits: torch.Tensor, tables: tuple[torch.Tens
         x.data_ptr(), bits.data_ptr(), n, _levels().data_ptr(), cdf.data_ptr(), bounds.data_ptr(), size, log_bins,
         out.data_ptr(), is_level.data_ptr(), torch.get_num_threads())
     return out, is_level
+
+
+def quantize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``apply``'s 256-level truncation of float32 results ``x`` in one pass, as ``dtype``
+    (uint8 levels, or float32 levels / 255): the values of its eager ops."""
+    x = x.contiguous()
+    out = torch.empty(x.shape, dtype=dtype)
+    fn = _library(str(cpp_compiler())).quantize_u8 if dtype == torch.uint8 else _library(str(cpp_compiler())).quantize_f32
+    fn(x.data_ptr(), x.numel(), out.data_ptr(), torch.get_num_threads())
+    return out

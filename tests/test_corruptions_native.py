@@ -109,3 +109,18 @@ def test_a_failed_build_leaves_nothing_and_names_the_way_out(tmp_path) -> None:
     with pytest.raises(native.NativeBuildError, match=r"cannot build kernel X in .*XDG_CACHE_HOME.*or use Y"):
         native.build(native.SOURCE, "streams", tmp_path / "file", str(native.cpp_compiler()),
                      label="kernel X", hint="use Y")  # fmt: skip
+
+
+@needs_compiler
+def test_native_quantize_gives_the_eager_levels(kernels_restored) -> None:
+    """apply's one-pass truncation: the eager ops' levels on values next to every level and specials."""
+    native.set_kernels("native")
+    levels = torch.arange(256, dtype=torch.float32).div_(255.0)
+    x = torch.cat([levels, torch.nextafter(levels, torch.tensor(2.0)), torch.nextafter(levels, torch.tensor(-1.0)),
+                   torch.rand(5000, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.1,
+                   torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, 1e-4, (1 - 1e-4) / 255])])
+    eager = x.clamp(0.0, 1.0).mul_(255.0).add_(1e-4).floor_()
+    assert torch.equal(native.quantize(x, torch.uint8), eager.to(torch.int16).to(torch.uint8))
+    got = native.quantize(x, torch.float32)
+    assert torch.equal(got.isnan(), eager.isnan())
+    assert torch.equal(got.nan_to_num(), eager.div(255.0).nan_to_num())
