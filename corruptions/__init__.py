@@ -10,6 +10,7 @@ Public API::
     corruptions.load_plugin("my_corruption.py")
     corruptions.corrupt(img, severity, "fog", seed=0)   # imagecorruptions drop-in (numpy/PIL)
     corruptions.get_corruption_names("validation")
+    corruptions.set_kernels("eager")           # CPU kernels: auto (native C++ when a compiler is found), native, eager
     corruptions.set_compiled_hash(True)        # torch.compile'd random bits: same values, faster
     corruptions.using_streams(1)               # random-stream version (2 by default; 1 = old results)
 
@@ -17,6 +18,7 @@ Depends on torch and Pillow (image files and the JPEG codec) only.
 """
 
 from corruptions.compat import corrupt, get_corruption_names
+from corruptions.native import kernels, set_kernels
 from corruptions.registry import (
     COMMON,
     DEFAULT_CHUNK_VALUES,
@@ -63,11 +65,13 @@ __all__ = [
     "compiled_hash_enabled",
     "get",
     "get_corruption_names",
+    "kernels",
     "load_plugin",
     "names",
     "preset_for_size",
     "register",
     "set_compiled_hash",
+    "set_kernels",
     "set_stream_version",
     "stream_version",
     "using_streams",

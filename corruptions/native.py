@@ -53,7 +53,7 @@ extern "C" {
 // out[r, i] = mix(mix(mix(i ^ k0[r]) ^ k1[r]) + k0[r]) (uint32 arithmetic, stored as int32).
 void hash_chain(const int32_t* k0, const int32_t* k1, int64_t rows, int64_t cols, int32_t* out,
                 int threads) {
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && rows > 1)
+#pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t r = 0; r < rows; ++r) {
     const uint32_t a = (uint32_t)k0[r], b = (uint32_t)k1[r];
     int32_t* o = out + r * cols;
@@ -69,7 +69,7 @@ void poisson_levels(const float* x, const int32_t* bits, int64_t n, const float*
                     const int32_t* bounds, int64_t size, int log_bins, int64_t* out,
                     uint8_t* is_level, int threads) {
   const int shift = 32 - log_bins;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+#pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t e = 0; e < n; ++e) {
     const float xv = x[e];
     float lv = std::nearbyint(xv * 255.0f);
@@ -97,18 +97,19 @@ void poisson_levels(const float* x, const int32_t* bits, int64_t n, const float*
 // (the product and the sum rounded apart, as torch's two ops do); NaN: level 0 for uint8
 // output (what torch's float -> int16 -> uint8 gives), NaN for float output (level / 255).
 void quantize_u8(const float* x, int64_t n, uint8_t* out, int threads) {
-#pragma omp parallel for simd schedule(static) num_threads(threads) if (threads > 1)
+#pragma omp parallel for simd schedule(static) num_threads(threads)
   for (int64_t e = 0; e < n; ++e) {
-    const float v = x[e] < 0.0f ? 0.0f : (x[e] > 1.0f ? 1.0f : x[e]);
-    const float level = std::floor(v * 255.0f + 1e-4f);
-    out[e] = level == level ? (uint8_t)level : 0;
+    float v = x[e] > 0.0f ? x[e] : 0.0f;  // NaN -> 0 too
+    v = v < 1.0f ? v : 1.0f;
+    out[e] = (uint8_t)(int32_t)std::floor(v * 255.0f + 1e-4f);
   }
 }
 
 void quantize_f32(const float* x, int64_t n, float* out, int threads) {
-#pragma omp parallel for simd schedule(static) num_threads(threads) if (threads > 1)
+#pragma omp parallel for simd schedule(static) num_threads(threads)
   for (int64_t e = 0; e < n; ++e) {
-    const float v = x[e] < 0.0f ? 0.0f : (x[e] > 1.0f ? 1.0f : x[e]);
+    float v = x[e] < 0.0f ? 0.0f : x[e];  // NaN stays NaN
+    v = v > 1.0f ? 1.0f : v;
     out[e] = std::floor(v * 255.0f + 1e-4f) / 255.0f;
   }
 }
@@ -218,7 +219,7 @@ def _cache_dir() -> Path:
 def _library(compiler: str) -> ctypes.CDLL:
     """The built stream kernels, loaded, with their argument types declared."""
     path = build(SOURCE, "streams", _cache_dir(), compiler, label="the corruptions' C++ kernels",
-                 hint=f"set {KERNELS_ENV}=eager", flags=(*FLAGS, "-ffp-contract=off"))  # torch's roundings
+                 hint=f"set {KERNELS_ENV}=eager", flags=(*FLAGS, "-ffp-contract=off", "-fno-trapping-math"))  # torch's roundings
     lib = ctypes.CDLL(str(path))
     p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.hash_chain.argtypes = [p, p, i64, i64, p, c_int]
