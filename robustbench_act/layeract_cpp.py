@@ -123,7 +123,7 @@ template <class A> inline A scale_only(int scale, A n) {
 
 template <class T, class A>
 void forward(const T* x, T* out, A* mu, A* rstd, int64_t rows, int64_t n, A alpha, int scale, int threads) {
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const T* a = x + r * n;
     T* o = out + r * n;
@@ -213,7 +213,7 @@ inline void backward_row(const T* a, const T* g, T* o, A m, A rs, int64_t n) {
 template <class T, class A>
 void backward(const T* x, const T* g, const A* mu, const A* rstd, T* out, int64_t rows, int64_t n, int scale,
               int threads) {
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const T* a = x + r * n;
     const T* gr = g + r * n;

@@ -609,3 +609,23 @@ def test_cli_table_and_json() -> None:
     assert {r["kind"] for r in json.loads(res.output)} == {"anact"}
     res = _invoke(["--kind", "bogus"])  # a user error: one line, exit 2 (also under CliRunner)
     assert res.exit_code == 2 and res.stderr.startswith("error: unknown activation kind 'bogus'"), res.output
+
+
+def test_layeract_cpp_kernel_bits_do_not_depend_on_the_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Samples are independent, so 1 and 2 threads give the same forward and backward bits."""
+    monkeypatch.setenv("ACTBENCH_LAYERACT_KERNEL", "cpp")
+    if layeract._cpp_compiler() is None:
+        pytest.skip("no C++ compiler")
+    x = torch.randn(6, 5, 7, 7, generator=torch.Generator().manual_seed(0))
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            xx = x.clone().requires_grad_(True)
+            y = get_activation("la_gelu")(xx)
+            y.backward(torch.ones_like(y))
+            results.append((y.detach(), xx.grad))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(*results))
