@@ -53,16 +53,23 @@ def test_cli_sizes_torch_threads_before_torch_loads(preset: str | None) -> None:
         assert got == preset
 
 
-def test_bad_layeract_kernel_env_is_one_line_exit_2_before_any_output(tmp_path) -> None:
-    """ACTBENCH_LAYERACT_KERNEL is checked before a command starts (no torch, no files)."""
-    env = {**os.environ, "ACTBENCH_LAYERACT_KERNEL": "fast"}
-    code = "import sys\nfrom robustbench_act import cli\nsys.argv = ['actbench', 'train', '--out', 'o']\ncli.main()\n"
+def _cli_stderr_lines(tmp_path, variable: str, value: str, command: str) -> list[str]:
+    """Run ``actbench <command> --out o`` with ``variable=value`` in tmp_path: exit 2, no files;
+    the stderr lines (no traceback)."""
+    env = {**os.environ, variable: value}
+    code = f"import sys\nfrom robustbench_act import cli\nsys.argv = ['actbench', '{command}', '--out', 'o']\ncli.main()\n"
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          cwd=tmp_path)  # fmt: skip
     assert res.returncode == 2 and list(tmp_path.iterdir()) == []
-    lines = res.stderr.strip().splitlines()
+    assert "Traceback" not in res.stderr
+    return res.stderr.strip().splitlines()
+
+
+def test_bad_layeract_kernel_env_is_one_line_exit_2_before_any_output(tmp_path) -> None:
+    """ACTBENCH_LAYERACT_KERNEL is checked before a command starts (no torch, no files)."""
+    lines = _cli_stderr_lines(tmp_path, "ACTBENCH_LAYERACT_KERNEL", "fast", "train")
     assert len(lines) == 1 and "ACTBENCH_LAYERACT_KERNEL='fast' is not a LayerAct kernel" in lines[0]
-    assert "valid: auto, cpp, inductor, eager" in lines[0] and "Traceback" not in res.stderr
+    assert "valid: auto, cpp, inductor, eager" in lines[0]
     assert cpu.requested_layeract_kernel({"ACTBENCH_LAYERACT_KERNEL": " Eager "}) == "eager"
     assert cpu.requested_layeract_kernel({}) == "auto"
 
@@ -71,14 +78,9 @@ def test_bad_corruption_kernels_env_is_one_line_exit_2_before_any_output(tmp_pat
     """CORRUPTIONS_KERNELS is checked before a command starts; its choices are the package's."""
     from corruptions.native import KERNEL_CHOICES
 
-    env = {**os.environ, "CORRUPTIONS_KERNELS": "nativ"}
-    code = "import sys\nfrom robustbench_act import cli\nsys.argv = ['actbench', 'run', '--out', 'o']\ncli.main()\n"
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         cwd=tmp_path)  # fmt: skip
-    assert res.returncode == 2 and list(tmp_path.iterdir()) == []
-    lines = res.stderr.strip().splitlines()
+    lines = _cli_stderr_lines(tmp_path, "CORRUPTIONS_KERNELS", "nativ", "run")
     assert len(lines) == 1 and "CORRUPTIONS_KERNELS='nativ' is not a corruption kernel choice" in lines[0]
-    assert "closest: native" in lines[0] and "Traceback" not in res.stderr
+    assert "closest: native" in lines[0]
     assert cpu.CORRUPTION_KERNELS == KERNEL_CHOICES
     assert cpu.requested_corruption_kernels({"CORRUPTIONS_KERNELS": "EAGER"}) == "eager"
 
