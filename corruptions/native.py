@@ -210,15 +210,15 @@ def build(source: str, name: str, cache_dir: Path, compiler: str, *, label: str,
     return target
 
 
-def _cache_dir() -> Path:
-    """$XDG_CACHE_HOME/corruptions (default ~/.cache/corruptions)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "corruptions"
+def cache_dir(app: str) -> Path:
+    """Where ``app``'s built kernels live: $XDG_CACHE_HOME/app (default ~/.cache/app)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / app
 
 
 @functools.cache
 def _library(compiler: str) -> ctypes.CDLL:
     """The built stream kernels, loaded, with their argument types declared."""
-    path = build(SOURCE, "streams", _cache_dir(), compiler, label="the corruptions' C++ kernels",
+    path = build(SOURCE, "streams", cache_dir("corruptions"), compiler, label="the corruptions' C++ kernels",
                  hint=f"set {KERNELS_ENV}=eager", flags=(*FLAGS, "-ffp-contract=off", "-fno-trapping-math"))  # torch's roundings
     lib = ctypes.CDLL(str(path))
     p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
@@ -267,6 +267,7 @@ def quantize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     (uint8 levels, or float32 levels / 255): the values of its eager ops."""
     x = x.contiguous()
     out = torch.empty(x.shape, dtype=dtype)
-    fn = _library(str(cpp_compiler())).quantize_u8 if dtype == torch.uint8 else _library(str(cpp_compiler())).quantize_f32
+    lib = _library(str(cpp_compiler()))
+    fn = lib.quantize_u8 if dtype == torch.uint8 else lib.quantize_f32
     fn(x.data_ptr(), x.numel(), out.data_ptr(), torch.get_num_threads())
     return out

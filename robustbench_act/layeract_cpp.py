@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 from pathlib import Path
 
 import torch
 
-from corruptions.native import NativeBuildError, build
+from corruptions.native import NativeBuildError, build, cache_dir
 from robustbench_act.errors import UserError
 
 #: scale name -> the kernel's integer code
@@ -252,16 +251,10 @@ void la_backward_bf16(const uint16_t* x, const uint16_t* g, const float* mu, con
 """
 
 
-def _cache_dir() -> Path:
-    """Where built kernels live: $XDG_CACHE_HOME/actbench (default ~/.cache/actbench)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "actbench"
-
-
 def _build(compiler: str) -> Path:
     """Compile SOURCE (once per source, flags, compiler and CPU); return the shared library."""
     try:
-        return build(SOURCE, "layeract", _cache_dir(), compiler, label="LayerAct's C++ CPU kernel",
+        return build(SOURCE, "layeract", cache_dir("actbench"), compiler, label="LayerAct's C++ CPU kernel",
                      hint="set ACTBENCH_LAYERACT_KERNEL=eager")
     except NativeBuildError as e:
         raise UserError(str(e)) from None
