@@ -1,5 +1,6 @@
 """Native CPU kernels: the hash chain, the 8-bit-level Poisson inversion and ``apply``'s
-quantisation, as one C++ loop each.
+quantisation, as one C++ loop each; separable shift filters and spatter's water mask
+(their source is in :mod:`corruptions.native_image`).
 
 Eagerly, a dense draw is ~35 tensor operations (each a pass over memory) and the Poisson
 inversion another ~20 plus a shrinking binary search; these kernels do each in one pass,
@@ -26,6 +27,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from corruptions.native_image import IMAGE_SOURCE
 
 #: Environment variable choosing the CPU kernels of the random streams.
 KERNELS_ENV = "CORRUPTIONS_KERNELS"
@@ -218,13 +221,15 @@ def cache_dir(app: str) -> Path:
 @functools.cache
 def _library(compiler: str) -> ctypes.CDLL:
     """The built stream kernels, loaded, with their argument types declared."""
-    path = build(SOURCE, "streams", cache_dir("corruptions"), compiler, label="the corruptions' C++ kernels",
+    path = build(SOURCE + IMAGE_SOURCE, "streams", cache_dir("corruptions"), compiler, label="the corruptions' C++ kernels",
                  hint=f"set {KERNELS_ENV}=eager", flags=(*FLAGS, "-ffp-contract=off", "-fno-trapping-math"))  # torch's roundings
     lib = ctypes.CDLL(str(path))
     p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.hash_chain.argtypes = [p, p, i64, i64, p, c_int]
     lib.poisson_levels.argtypes = [p, p, i64, p, p, p, i64, c_int, p, p, c_int]
     lib.quantize_u8.argtypes = lib.quantize_f32.argtypes = [p, i64, p, c_int]
+    lib.shift_filter.argtypes = [p, i64, i64, i64, p, p, i64, p, i64, p, p, i64, p, p, c_int]
+    lib.water_mask.argtypes = [p, i64, i64, i64, ctypes.c_float, ctypes.c_float, p, c_int]
     return lib
 
 
@@ -270,4 +275,52 @@ def quantize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     lib = _library(str(cpp_compiler()))
     fn = lib.quantize_u8 if dtype == torch.uint8 else lib.quantize_f32
     fn(x.data_ptr(), x.numel(), out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def _pass_tables(taps: list[float], size: int, mode: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(float32 taps, offsets, padded-position -> source index) of one shift-filter pass, the
+    nonzero taps only, in order; None where ops.shift_filter skips the pass (radius 0)."""
+    from corruptions.ops import border_indices
+
+    before = (len(taps) - 1) // 2
+    if before == 0:
+        return None
+    after = len(taps) - 1 - before
+    if mode == "constant":
+        pos = torch.arange(-before, size + after)
+        idx = torch.where((pos >= 0) & (pos < size), pos, -1)
+    else:
+        idx = border_indices(size, before, after, mode, torch.device("cpu"))
+    kept = [(t, i) for i, t in enumerate(taps) if t != 0]
+    return (torch.tensor([t for t, _ in kept], dtype=torch.float32), torch.tensor([i for _, i in kept]),
+            idx.to(torch.int64).contiguous())
+
+
+def shift_filter(x: torch.Tensor, taps_h: list[float], taps_w: list[float], mode: str) -> torch.Tensor:
+    """:func:`corruptions.ops.shift_filter` of a float32 CPU tensor in one native pass per axis
+    (the same float32 operations in the same order, so the same bits)."""
+    h, w = x.shape[-2:]
+    across, down = _pass_tables(taps_w, w, mode), _pass_tables(taps_h, h, mode)
+    if across is None and down is None:
+        return x
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    none = (torch.empty(0), torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64))
+    tw, ow, iw = across or none
+    th, oh, ih = down or none
+    _library(str(cpp_compiler())).shift_filter(
+        x.data_ptr(), x.numel() // (h * w), h, w, tw.data_ptr(), ow.data_ptr(), tw.numel(), iw.data_ptr(), iw.numel(),
+        th.data_ptr(), oh.data_ptr(), th.numel(), ih.data_ptr(), out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def water_mask(lu8: torch.Tensor, tan22: float, tan67: float) -> torch.Tensor:
+    """spatter's water shading (N, 1, H, W) from its truncated liquid levels, one image per
+    native loop: :func:`corruptions.weather._water_mask`'s values."""
+    lu8 = lu8.contiguous()
+    n, _, h, w = lu8.shape
+    out = torch.empty_like(lu8)
+    _library(str(cpp_compiler())).water_mask(lu8.data_ptr(), n, h, w, tan22, tan67, out.data_ptr(),
+                                             torch.get_num_threads())
     return out

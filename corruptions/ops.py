@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from corruptions import native
+
 BORDER_MODES = ("reflect", "mirror", "nearest", "wrap", "constant")
 
 
@@ -302,8 +304,13 @@ def shift_filter(
     """Separable correlation of the last two dims as sums of shifted slices (scipy border ``mode``).
 
     Same result as :func:`separable_filter`; faster on CPU for short kernels applied to a
-    single channel, where a convolution call has a large fixed cost.
+    single channel, where a convolution call has a large fixed cost. float32 on the CPU
+    takes the native kernel (:mod:`corruptions.native`): the same bits in one pass per axis.
     """
+    if not any(taps_h) or not any(taps_w):
+        raise ValueError("shift_filter needs at least one nonzero tap per axis")
+    if x.dtype == torch.float32 and native.active(x.device):
+        return native.shift_filter(x, taps_h, taps_w, mode)
     h, w = x.shape[-2:]
     rw, rh = (len(taps_w) - 1) // 2, (len(taps_h) - 1) // 2
     if rw:

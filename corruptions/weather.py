@@ -21,6 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from corruptions import native
 from corruptions.motion import apply_motion_blur, quantize_round
 from corruptions.ops import pad2d, select_last, shift_filter, shift_gaussian
 from corruptions.registry import DEFAULT_CHUNK_VALUES, CorruptionError, register
@@ -212,6 +213,7 @@ MUD_COLOR = (63 / 255.0, 42 / 255.0, 20 / 255.0)  # dark brown
 _SPATTER_KERNEL = ((-2.0, -1.0, 0.0), (-1.0, 1.0, 1.0), (0.0, 1.0, 2.0))
 _CANNY_LOW, _CANNY_HIGH = 50.0, 150.0
 _DIST_TRUNC = 20
+_TAN22, _TAN67 = math.tan(math.radians(22.5)), math.tan(math.radians(67.5))  # Canny's direction bins
 
 
 def _box3(x: torch.Tensor) -> torch.Tensor:
@@ -230,7 +232,7 @@ def _dilate3(b: torch.Tensor) -> torch.Tensor:
 
 
 def canny_edges(
-    img: torch.Tensor, low: float = _CANNY_LOW, high: float = _CANNY_HIGH
+    img: torch.Tensor, low: float = _CANNY_LOW, high: float = _CANNY_HIGH, max_rounds: int | None = None
 ) -> torch.Tensor:
     """Edge map (N, 1, H, W) bool of uint8-valued images like cv2.Canny(img, low, high).
 
@@ -238,7 +240,9 @@ def canny_edges(
     directions (OpenCV's tie rules: > the first neighbour and >= the second one, both > on
     diagonals), then
     hysteresis: weak pixels (> low) connected (8-neighbourhood) to strong ones (> high),
-    propagated until nothing changes (at most H + W rounds).
+    propagated until nothing changes or for ``max_rounds`` rounds (default H + W; OpenCV
+    has no limit, so a weak chain longer than that differs from it; the native kernel keeps
+    the same limit).
     """
     gx = shift_filter(img, [1.0, 2.0, 1.0], [-1.0, 0.0, 1.0], "nearest")  # 3x3 Sobel
     gy = shift_filter(img, [-1.0, 0.0, 1.0], [1.0, 2.0, 1.0], "nearest")
@@ -250,10 +254,8 @@ def canny_edges(
         return mp[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
 
     ax, ay = gx.abs(), gy.abs()
-    tan22 = math.tan(math.radians(22.5))
-    tan67 = math.tan(math.radians(67.5))
-    horiz = ay < ax * tan22
-    vert = ay > ax * tan67
+    horiz = ay < ax * _TAN22
+    vert = ay > ax * _TAN67
     same_sign = (gx * gy) > 0
     # y grows downwards: same sign -> the gradient points along the main diagonal
     d1 = (mag > nb(-1, -1)) & (mag > nb(1, 1))
@@ -265,7 +267,7 @@ def canny_edges(
     )
     weak = keep & (mag > low)
     edges = weak & (mag > high)
-    for _ in range(h + w):
+    for _ in range(h + w if max_rounds is None else max_rounds):
         grown = _dilate3(edges) & weak
         if torch.equal(grown, edges):
             break
@@ -321,6 +323,8 @@ def _water_mask(liquid: torch.Tensor) -> torch.Tensor:
     """The reference's water shading (N, 1, H, W) in [0, 1] from the thresholded liquid layer."""
     # (liquid * 255).astype(np.uint8): truncation, and values > 1 wrap around like numpy's cast
     lu8 = torch.remainder(torch.floor(liquid * 255.0), 256.0)
+    if lu8.dtype == torch.float32 and native.active(lu8.device):
+        return native.water_mask(lu8, _TAN22, _TAN67)  # the ops below in one loop per image
     edges = canny_edges(lu8)
     dist = truncated_distance(edges)
     dist = torch.floor(_box3(dist))  # blur then astype(uint8)

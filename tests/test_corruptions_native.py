@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
 import corruptions
 from corruptions import native
+from corruptions.ops import gaussian_kernel1d, shift_filter, shift_gaussian
 from corruptions.rng import SampleRNG
 from corruptions.streams import invert_levels, level_mask, level_tables
+from corruptions.weather import _water_mask
 
 needs_compiler = pytest.mark.skipif(native.cpp_compiler() is None, reason="no C++ compiler")
 
@@ -124,3 +128,40 @@ def test_native_quantize_gives_the_eager_levels(kernels_restored) -> None:
     got = native.quantize(x, torch.float32)
     assert torch.equal(got.isnan(), eager.isnan())
     assert torch.equal(got.nan_to_num(), eager.div(255.0).nan_to_num())
+
+
+@needs_compiler
+@pytest.mark.parametrize("mode", ["nearest", "mirror", "reflect", "wrap", "constant"])
+def test_native_shift_filter_gives_the_eager_bits(mode: str, kernels_restored) -> None:
+    """Box, Sobel and Gaussian taps (pads longer than the axis too), one-tap passes, odd shapes."""
+    g = torch.Generator().manual_seed(1)
+    taps = [[1 / 3] * 3, [-1.0, 0.0, 1.0], gaussian_kernel1d(1.3).tolist(), gaussian_kernel1d(2.0).tolist(), [1.0]]
+    for h, w in [(1, 1), (2, 3), (7, 9), (40, 17)]:
+        x = torch.randn(3, 2, h, w, generator=g)
+        for across in taps:
+            for down in (across, [1.0], [1 / 3] * 3):
+                eager, nat = _both(functools.partial(shift_filter, x, down, across, mode))
+                assert torch.equal(eager, nat), (h, w, len(across), len(down))
+
+
+def test_shift_filter_without_a_nonzero_tap_is_an_error() -> None:
+    with pytest.raises(ValueError, match="nonzero tap"):
+        shift_filter(torch.ones(1, 1, 4, 4), [0.0, 0.0, 0.0], [1.0], "nearest")
+
+
+@needs_compiler
+def test_native_water_mask_gives_the_eager_bits(kernels_restored) -> None:
+    """spatter's Canny, distance transform, equalisation and filters in one loop: the eager values,
+    on blurred thresholded liquid of several sizes (1 px to 96 x 80) and on a single grey level."""
+    g = torch.Generator().manual_seed(2)
+    for (h, w), sigma in [((1, 1), 0.0), ((2, 3), 0.0), ((32, 32), 1.0), ((96, 80), 2.0)]:
+        liquid = torch.randn(4, 1, h, w, generator=g) * 0.3 + 0.65
+        if sigma:
+            liquid = shift_gaussian(liquid, sigma, "nearest")
+        liquid = torch.where(liquid < 0.68, torch.zeros_like(liquid), liquid)
+        eager, nat = _both(functools.partial(_water_mask, liquid))
+        assert torch.equal(eager, nat), (h, w)
+        assert (h < 32) or bool((nat > 0).any())  # the larger ones draw drops
+    flat = torch.full((2, 1, 8, 8), 0.7)
+    eager, nat = _both(lambda: _water_mask(flat))
+    assert torch.equal(eager, nat)

@@ -1,0 +1,269 @@
+"""C++ source of the native image kernels: separable shift filters and spatter's water mask.
+
+Built into the same library as the stream kernels (:mod:`corruptions.native`). Each kernel
+repeats its eager counterpart's float32 operations in the same order (no fused
+multiply-add: the build passes ``-ffp-contract=off``), so the outputs are the eager bits;
+``tests/test_corruptions_native.py`` compares them. Kept apart from ``native.py`` so the
+build machinery stays readable.
+"""
+
+IMAGE_SOURCE = r"""
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+extern "C" {
+
+// ops.shift_filter on `planes` float32 planes of h x w: a horizontal pass then a vertical
+// one, each output the float32 sum ((0 + t0*x0) + t1*x1) + ... over the given taps in order.
+// tap j of a pass reads padded position (output + off_j); idx maps padded positions to source
+// columns (rows), -1 for a constant-zero border. n_w (n_h) = 0 skips that pass.
+void shift_filter(const float* x, int64_t planes, int64_t h, int64_t w,
+                  const float* taps_w, const int64_t* off_w, int64_t n_w, const int64_t* idx_w, int64_t len_w,
+                  const float* taps_h, const int64_t* off_h, int64_t n_h, const int64_t* idx_h,
+                  float* out, int threads) {
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> row(n_w ? len_w : 1), mid(n_w && n_h ? h * w : 1), zero(w, 0.0f);
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < planes; ++p) {
+      const float* src = x + p * h * w;
+      float* dst = out + p * h * w;
+      const float* hsrc = src;
+      if (n_w) {
+        float* hdst = n_h ? mid.data() : dst;
+        for (int64_t y = 0; y < h; ++y) {
+          const float* line = src + y * w;
+          for (int64_t k = 0; k < len_w; ++k) row[k] = idx_w[k] < 0 ? 0.0f : line[idx_w[k]];
+          float* o = hdst + y * w;
+          for (int64_t i = 0; i < w; ++i) o[i] = 0.0f;
+          for (int64_t j = 0; j < n_w; ++j) {
+            const float t = taps_w[j];
+            const float* r = row.data() + off_w[j];
+#pragma omp simd
+            for (int64_t i = 0; i < w; ++i) o[i] = o[i] + t * r[i];
+          }
+        }
+        hsrc = hdst;
+      }
+      if (!n_h) continue;
+      for (int64_t y = 0; y < h; ++y) {
+        float* o = dst + y * w;
+        for (int64_t i = 0; i < w; ++i) o[i] = 0.0f;
+        for (int64_t j = 0; j < n_h; ++j) {
+          const float t = taps_h[j];
+          const int64_t r = idx_h[y + off_h[j]];
+          const float* line = r < 0 ? zero.data() : hsrc + r * w;
+#pragma omp simd
+          for (int64_t i = 0; i < w; ++i) o[i] = o[i] + t * line[i];
+        }
+      }
+    }
+  }
+}
+
+static inline int64_t mirror_index(int64_t i, int64_t n) {  // scipy 'mirror' for pads of one
+  if (n == 1) return 0;
+  return i < 0 ? -i : (i >= n ? 2 * n - 2 - i : i);
+}
+
+// v (h x w) padded by one pixel into p ((h + 2) x (w + 2)): 'nearest', 'mirror' or zeros.
+enum Border { NEAREST, MIRROR, ZERO };
+static void pad1(const float* v, int64_t h, int64_t w, Border mode, float* p) {
+  const int64_t pw = w + 2;
+  for (int64_t y = -1; y <= h; ++y) {
+    float* o = p + (y + 1) * pw;
+    if (mode == ZERO && (y < 0 || y >= h)) { for (int64_t i = 0; i < pw; ++i) o[i] = 0.0f; continue; }
+    const int64_t r = mode == NEAREST ? std::min(std::max(y, (int64_t)0), h - 1) : mirror_index(y, h);
+    const float* l = v + r * w;
+    for (int64_t i = 0; i < w; ++i) o[i + 1] = l[i];
+    o[0] = mode == ZERO ? 0.0f : (mode == NEAREST ? l[0] : l[mirror_index(-1, w)]);
+    o[w + 1] = mode == ZERO ? 0.0f : (mode == NEAREST ? l[w - 1] : l[mirror_index(w, w)]);
+  }
+}
+
+// cv2.blur 3x3 (mirror border) as weather._box3 computes it: rows then columns, each
+// ((0 + t*a) + t*b) + t*c with t = float32(1/3). p: scratch of (h + 2) x (w + 2).
+static void box3(const float* v, int64_t h, int64_t w, float* p, float* tmp, float* out) {
+  const float t = (float)(1.0 / 3.0);
+  const int64_t pw = w + 2;
+  pad1(v, h, w, MIRROR, p);
+  for (int64_t y = 0; y < h; ++y) {
+    const float* l = p + (y + 1) * pw;
+    float* o = tmp + y * w;
+#pragma omp simd
+    for (int64_t i = 0; i < w; ++i) o[i] = ((0.0f + t * l[i]) + t * l[i + 1]) + t * l[i + 2];
+  }
+  for (int64_t y = 0; y < h; ++y) {
+    const float* a = tmp + mirror_index(y - 1, h) * w;
+    const float* b = tmp + y * w;
+    const float* c = tmp + mirror_index(y + 1, h) * w;
+    float* o = out + y * w;
+#pragma omp simd
+    for (int64_t i = 0; i < w; ++i) o[i] = ((0.0f + t * a[i]) + t * b[i]) + t * c[i];
+  }
+}
+
+// cv2.Canny(img, 50, 150) as weather.canny_edges computes it; hysteresis grows at most h + w
+// rounds. p, pm: scratch of (h + 2) x (w + 2).
+static void canny(const float* img, int64_t h, int64_t w, float tan22, float tan67, float* p, float* pm,
+                  float* gx, float* gy, float* mag, uint8_t* weak, uint8_t* edge, std::vector<int64_t>& queue) {
+  const int64_t pw = w + 2;
+  pad1(img, h, w, NEAREST, p);
+  for (int64_t y = 0; y < h; ++y) {  // 3x3 Sobel: integer-valued, exact in any order
+    const float *up = p + y * pw, *mid = up + pw, *dn = mid + pw;
+    float *ox = gx + y * w, *oy = gy + y * w, *om = mag + y * w;
+#pragma omp simd
+    for (int64_t i = 0; i < w; ++i) {
+      ox[i] = (up[i + 2] - up[i]) + 2.0f * (mid[i + 2] - mid[i]) + (dn[i + 2] - dn[i]);
+      oy[i] = (dn[i] + 2.0f * dn[i + 1] + dn[i + 2]) - (up[i] + 2.0f * up[i + 1] + up[i + 2]);
+      om[i] = std::fabs(ox[i]) + std::fabs(oy[i]);
+    }
+  }
+  pad1(mag, h, w, ZERO, pm);
+  for (int64_t y = 0; y < h; ++y) {  // non-maximum suppression over the four directions
+    const float *up = pm + y * pw, *mid = up + pw, *dn = mid + pw;
+    const float *ox = gx + y * w, *oy = gy + y * w;
+    uint8_t *wk = weak + y * w, *ed = edge + y * w;
+#pragma omp simd
+    for (int64_t i = 0; i < w; ++i) {
+      const float m = mid[i + 1], ax = std::fabs(ox[i]), ay = std::fabs(oy[i]);
+      const bool across = (m > mid[i]) & (m >= mid[i + 2]);
+      const bool along = (m > up[i + 1]) & (m >= dn[i + 1]);
+      const bool main_diag = (m > up[i]) & (m > dn[i + 2]);
+      const bool anti_diag = (m > up[i + 2]) & (m > dn[i]);
+      const bool flat = ay < ax * tan22, steep = !flat & (ay > ax * tan67), diag = !flat & !steep;
+      const bool same_sign = ox[i] * oy[i] > 0.0f;
+      const bool keep = (flat & across) | (steep & along) | (diag & same_sign & main_diag) |
+                        (diag & !same_sign & anti_diag);  // branch-free, so the loop vectorises
+      const bool is_weak = keep & (m > 50.0f);
+      wk[i] = is_weak;
+      ed[i] = is_weak & (m > 150.0f);
+    }
+  }
+  queue.clear();
+  for (int64_t e = 0; e < h * w; ++e)
+    if (edge[e]) queue.push_back(e);
+  size_t begin = 0;
+  for (int64_t round = 0; round < h + w && begin < queue.size(); ++round) {
+    const size_t end = queue.size();
+    for (size_t q = begin; q < end; ++q) {
+      const int64_t y = queue[q] / w, i = queue[q] % w;
+      for (int64_t dy = -1; dy <= 1; ++dy)
+        for (int64_t dx = -1; dx <= 1; ++dx) {
+          const int64_t yy = y + dy, ii = i + dx;
+          if (yy < 0 || yy >= h || ii < 0 || ii >= w) continue;
+          const int64_t e = yy * w + ii;
+          if (weak[e] && !edge[e]) { edge[e] = 1; queue.push_back(e); }
+        }
+    }
+    begin = end;
+  }
+}
+
+// weather.truncated_distance: exact Euclidean distance to the nearest edge within +-20 rows
+// and columns (squared distances are integers, so any evaluation order gives the same value).
+static void truncated_distance(const uint8_t* edge, int64_t h, int64_t w, int32_t* rowbest, int32_t* column,
+                               float* dist) {
+  const int32_t limit = 20, inf = 4 * limit * limit + 1;
+  for (int64_t y = 0; y < h; ++y) {
+    const uint8_t* e = edge + y * w;
+    int32_t* b = rowbest + y * w;
+    int64_t last = -1000000;
+    for (int64_t i = 0; i < w; ++i) {
+      if (e[i]) last = i;
+      b[i] = i - last <= limit ? (int32_t)((i - last) * (i - last)) : inf;
+    }
+    last = 1000000;
+    for (int64_t i = w - 1; i >= 0; --i) {
+      if (e[i]) last = i;
+      if (last - i <= limit) b[i] = std::min(b[i], (int32_t)((last - i) * (last - i)));
+    }
+  }
+  for (int64_t y = 0; y < h; ++y) {
+    int32_t* __restrict acc = column + y * w;
+    for (int64_t i = 0; i < w; ++i) acc[i] = rowbest[y * w + i];
+    for (int32_t d = 1; d <= limit; ++d) {
+      const int32_t dd = d * d;
+      for (const int64_t yy : {y - d, y + d}) {
+        if (yy < 0 || yy >= h) continue;
+        const int32_t* __restrict b = rowbest + yy * w;
+#pragma omp simd
+        for (int64_t i = 0; i < w; ++i) {
+          const int32_t v = b[i] + dd;
+          acc[i] = acc[i] < v ? acc[i] : v;
+        }
+      }
+    }
+    float* o = dist + y * w;
+#pragma omp simd
+    for (int64_t i = 0; i < w; ++i) o[i] = std::min(std::sqrt((float)acc[i]), (float)limit);
+  }
+}
+
+// cv2.equalizeHist as weather.equalize_hist computes it (v: uint8-valued floats, in place).
+static void equalize_hist(float* v, int64_t total) {
+  int64_t hist[256] = {0};
+  for (int64_t e = 0; e < total; ++e) hist[std::min(std::max((int64_t)v[e], (int64_t)0), (int64_t)255)]++;
+  int64_t first = 0;
+  while (first < 255 && hist[first] == 0) ++first;
+  const int64_t h0 = hist[first];
+  if (h0 == total) {  // one grey level: OpenCV keeps it
+    for (int64_t e = 0; e < total; ++e) v[e] = (float)first;
+    return;
+  }
+  const float scale = (1.0f / (float)std::max(total - h0, (int64_t)1)) * 255.0f;  // torch's 255 / t
+  float lut[256];
+  int64_t cum = 0;
+  for (int b = 0; b < 256; ++b) {
+    cum += hist[b];
+    const float level = std::nearbyint((float)(cum - h0) * scale);
+    lut[b] = std::min(std::max(level, 0.0f), 255.0f);
+  }
+  for (int64_t e = 0; e < total; ++e) v[e] = lut[std::min(std::max((int64_t)v[e], (int64_t)0), (int64_t)255)];
+}
+
+// weather._water_mask from the truncated liquid levels lu8 (n images of h x w float32).
+void water_mask(const float* lu8, int64_t n, int64_t h, int64_t w, float tan22, float tan67, float* out,
+                int threads) {
+  const int64_t hw = h * w, pw = w + 2, padded = (h + 2) * (w + 2);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> gx(hw), gy(hw), mag(hw), a(hw), b(hw), p(padded), pm(padded);
+    std::vector<uint8_t> weak(hw), edge(hw);
+    std::vector<int32_t> rowbest(2 * hw);
+    std::vector<int64_t> queue;
+#pragma omp for schedule(static)
+    for (int64_t k = 0; k < n; ++k) {
+      const float* img = lu8 + k * hw;
+      canny(img, h, w, tan22, tan67, p.data(), pm.data(), gx.data(), gy.data(), mag.data(), weak.data(),
+            edge.data(), queue);
+      truncated_distance(edge.data(), h, w, rowbest.data(), rowbest.data() + hw, a.data());
+      box3(a.data(), h, w, p.data(), gx.data(), b.data());
+      for (int64_t e = 0; e < hw; ++e) b[e] = std::floor(b[e]);
+      equalize_hist(b.data(), hw);
+      pad1(b.data(), h, w, MIRROR, p.data());
+      for (int64_t y = 0; y < h; ++y) {  // filter2D(_SPATTER_KERNEL) to CV_8U: integer sums, exact
+        const float *up = p.data() + y * pw, *mid = up + pw, *dn = mid + pw;
+        float* o = a.data() + y * w;
+#pragma omp simd
+        for (int64_t i = 0; i < w; ++i) {
+          const float s = -2.0f * up[i] - up[i + 1] - mid[i] + mid[i + 1] + mid[i + 2] + dn[i + 1] + 2.0f * dn[i + 2];
+          o[i] = std::min(std::max(std::nearbyint(s), 0.0f), 255.0f);
+        }
+      }
+      box3(a.data(), h, w, p.data(), gx.data(), b.data());
+      float* o = out + k * hw;
+      float mx = 0.0f;
+      for (int64_t e = 0; e < hw; ++e) {
+        o[e] = img[e] * std::nearbyint(b[e]);
+        mx = std::max(mx, o[e]);
+      }
+      for (int64_t e = 0; e < hw; ++e) o[e] = mx > 0.0f ? o[e] / mx : 0.0f;
+    }
+  }
+}
+
+}
+"""
