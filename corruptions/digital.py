@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from corruptions import ops
+from corruptions import native, ops
 from corruptions.registry import DEFAULT_CHUNK_VALUES, CorruptionError, register
 from corruptions.rng import SampleRNG
 
@@ -234,8 +234,13 @@ def _pil_box_axis(levels: torch.Tensor, out_size: int, dim: int) -> torch.Tensor
 def pil_box_resize(levels: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """PIL ``Image.resize((width, height), Image.BOX)`` on uint8-valued integer levels (N, C, H, W).
 
-    Horizontal pass first, rounded to 8 bits, then vertical, as Pillow does.
+    Horizontal pass first, rounded to 8 bits, then vertical, as Pillow does (on the CPU in
+    one native call: the same integer arithmetic, so the same levels).
     """
+    if native.active(levels.device):
+        cols = _pil_box_coeffs(levels.shape[3], width) if levels.shape[3] != width else None
+        rows = _pil_box_coeffs(levels.shape[2], height) if levels.shape[2] != height else None
+        return native.pil_box_resize(levels, rows, cols)
     if levels.shape[3] != width:
         # gathers along dim 2 copy whole rows; along dim 3 they are ~10x slower on CPU
         levels = _pil_box_axis(levels.transpose(2, 3).contiguous(), width, 2).transpose(2, 3)

@@ -1,5 +1,6 @@
 """Native CPU kernels: the hash chain, the 8-bit-level Poisson inversion and ``apply``'s
-quantisation, as one C++ loop each; separable shift filters and spatter's water mask
+quantisation, as one C++ loop each; separable shift filters, spatter's water mask and
+Pillow's BOX resize
 (their source is in :mod:`corruptions.native_image`).
 
 Eagerly, a dense draw is ~35 tensor operations (each a pass over memory) and the Poisson
@@ -230,6 +231,7 @@ def _library(compiler: str) -> ctypes.CDLL:
     lib.quantize_u8.argtypes = lib.quantize_f32.argtypes = [p, i64, p, c_int]
     lib.shift_filter.argtypes = [p, i64, i64, i64, p, p, i64, p, i64, p, p, i64, p, p, c_int]
     lib.water_mask.argtypes = [p, i64, i64, i64, ctypes.c_float, ctypes.c_float, p, c_int]
+    lib.pil_box_resize.argtypes = [p, i64, i64, i64, p, p, i64, i64, p, p, i64, i64, p, c_int]
     return lib
 
 
@@ -323,4 +325,24 @@ def water_mask(lu8: torch.Tensor, tan22: float, tan67: float) -> torch.Tensor:
     out = torch.empty_like(lu8)
     _library(str(cpp_compiler())).water_mask(lu8.data_ptr(), n, h, w, tan22, tan67, out.data_ptr(),
                                              torch.get_num_threads())
+    return out
+
+
+def pil_box_resize(levels: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor] | None,
+                   cols: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """:func:`corruptions.digital.pil_box_resize` of integer levels (N, C, H, W) as int32, given
+    Pillow's (source index, fixed-point weight) tables (out, taps) per axis (None: size kept)."""
+    n, c, h, w = levels.shape
+    x = levels.to(torch.int32).contiguous()
+    empty = (torch.zeros(1, 0, dtype=torch.int32),) * 2
+    iw, kw = (t.to(torch.int32).contiguous() for t in cols) if cols is not None else empty
+    ih, kh = (t.to(torch.int32).contiguous() for t in rows) if rows is not None else empty
+    out_h = ih.shape[0] if rows is not None else h
+    out_w = iw.shape[0] if cols is not None else w
+    if rows is None and cols is None:
+        return x
+    out = torch.empty((n, c, out_h, out_w), dtype=torch.int32)
+    _library(str(cpp_compiler())).pil_box_resize(
+        x.data_ptr(), n * c, h, w, iw.data_ptr(), kw.data_ptr(), out_w, iw.shape[1], ih.data_ptr(), kh.data_ptr(),
+        out_h, ih.shape[1], out.data_ptr(), torch.get_num_threads())
     return out

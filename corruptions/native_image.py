@@ -1,4 +1,5 @@
-"""C++ source of the native image kernels: separable shift filters and spatter's water mask.
+"""C++ source of the native image kernels: separable shift filters, spatter's water mask and
+Pillow's BOX resize (pixelate).
 
 Built into the same library as the stream kernels (:mod:`corruptions.native`). Each kernel
 repeats its eager counterpart's float32 operations in the same order (no fused
@@ -261,6 +262,55 @@ void water_mask(const float* lu8, int64_t n, int64_t h, int64_t w, float tan22, 
         mx = std::max(mx, o[e]);
       }
       for (int64_t e = 0; e < hw; ++e) o[e] = mx > 0.0f ? o[e] / mx : 0.0f;
+    }
+  }
+}
+
+// One Pillow 8bpc resampling pass: out[o] = clip8((2**21 + sum_k k[o, k] * in[idx[o, k]]) >> 22)
+// along a line of `stride`-spaced values (integer arithmetic: exact in any order).
+static inline int32_t clip8(int32_t s) { s >>= 22; return s < 0 ? 0 : (s > 255 ? 255 : s); }
+
+// PIL Image.resize(BOX) of `planes` int32 planes h x w to out_h x out_w as digital.pil_box_resize
+// computes it: horizontal pass (skipped when taps_w = 0), rounded to 8 bits, then vertical.
+void pil_box_resize(const int32_t* x, int64_t planes, int64_t h, int64_t w,
+                    const int32_t* idx_w, const int32_t* k_w, int64_t out_w, int64_t taps_w,
+                    const int32_t* idx_h, const int32_t* k_h, int64_t out_h, int64_t taps_h,
+                    int32_t* out, int threads) {
+  const int64_t mid_w = taps_w ? out_w : w;
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<int32_t> mid(taps_w && taps_h ? h * mid_w : 1), acc(mid_w);
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < planes; ++p) {
+      const int32_t* src = x + p * h * w;
+      int32_t* dst = out + p * out_h * out_w;
+      const int32_t* across = src;
+      if (taps_w) {
+        int32_t* m = taps_h ? mid.data() : dst;
+        for (int64_t y = 0; y < h; ++y) {
+          const int32_t* line = src + y * w;
+          for (int64_t o = 0; o < out_w; ++o) {
+            int32_t s = 1 << 21;
+            for (int64_t k = 0; k < taps_w; ++k) s += k_w[o * taps_w + k] * line[idx_w[o * taps_w + k]];
+            m[y * out_w + o] = clip8(s);
+          }
+        }
+        across = m;
+      }
+      if (!taps_h) continue;
+      for (int64_t o = 0; o < out_h; ++o) {
+        for (int64_t i = 0; i < mid_w; ++i) acc[i] = 1 << 21;
+        for (int64_t k = 0; k < taps_h; ++k) {
+          const int32_t weight = k_h[o * taps_h + k];
+          if (!weight) continue;
+          const int32_t* line = across + (int64_t)idx_h[o * taps_h + k] * mid_w;
+#pragma omp simd
+          for (int64_t i = 0; i < mid_w; ++i) acc[i] += weight * line[i];
+        }
+        int32_t* d = dst + o * out_w;
+#pragma omp simd
+        for (int64_t i = 0; i < mid_w; ++i) d[i] = clip8(acc[i]);
+      }
     }
   }
 }

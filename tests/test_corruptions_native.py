@@ -9,6 +9,7 @@ import torch
 
 import corruptions
 from corruptions import native
+from corruptions.digital import pil_box_resize
 from corruptions.ops import gaussian_kernel1d, shift_filter, shift_gaussian
 from corruptions.rng import SampleRNG
 from corruptions.streams import invert_levels, level_mask, level_tables
@@ -40,7 +41,7 @@ def _both(fn):
 
 @needs_compiler
 @pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
-                                  "spatter", "glass_blur", "snow", "frost"])  # fmt: skip
+                                  "spatter", "glass_blur", "snow", "frost", "pixelate"])  # fmt: skip
 @pytest.mark.parametrize("streams", [1, 2, 3])
 def test_native_kernels_give_the_eager_bits(name: str, streams: int, kernels_restored) -> None:
     """Whole corruptions (float and uint8 inputs, every stream version) agree bit for bit."""
@@ -165,3 +166,15 @@ def test_native_water_mask_gives_the_eager_bits(kernels_restored) -> None:
     flat = torch.full((2, 1, 8, 8), 0.7)
     eager, nat = _both(lambda: _water_mask(flat))
     assert torch.equal(eager, nat)
+
+
+@needs_compiler
+def test_native_pil_box_resize_gives_the_eager_levels(kernels_restored) -> None:
+    """Down, up, one axis only, to one pixel and unchanged: the eager integer levels and dtype."""
+    g = torch.Generator().manual_seed(3)
+    for h, w in [(1, 1), (2, 3), (33, 20), (64, 64)]:
+        x = torch.randint(0, 256, (2, 3, h, w), generator=g, dtype=torch.int32)
+        for size in [(1, 1), (h, w), (max(1, h // 2), max(1, w // 3)), (2 * h, w), (h, 3 * w + 1),
+                     (max(1, int(h * 0.6)), max(1, int(w * 0.6)))]:  # fmt: skip
+            eager, nat = _both(functools.partial(pil_box_resize, x, *size))
+            assert torch.equal(eager, nat) and eager.dtype == nat.dtype, (h, w, size)
