@@ -279,6 +279,13 @@ def _pixelate_levels(levels: torch.Tensor, params: dict, rng: SampleRNG) -> torc
         raise CorruptionError(
             f"pixelate: scale must be in (0, 1] and leave >= 1 pixel, got {scale!r}"
         )
+    if native.active(levels.device):  # both resizes in one call: the same levels, as uint8
+
+        def table(size: int, to: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+            return _pil_box_coeffs(size, to) if size != to else None
+
+        down, up = (table(h, sh), table(w, sw)), (table(sh, h), table(sw, w))
+        return native.pil_box_pixelate(levels, (sh, sw), down, up)
     return pil_box_resize(pil_box_resize(levels.to(torch.int32), sh, sw), h, w)
 
 

@@ -232,6 +232,7 @@ def _library(compiler: str) -> ctypes.CDLL:
     lib.shift_filter.argtypes = [p, i64, i64, i64, p, p, i64, p, i64, p, p, i64, p, p, c_int]
     lib.water_mask.argtypes = [p, i64, i64, i64, ctypes.c_float, ctypes.c_float, p, c_int]
     lib.pil_box_resize.argtypes = [p, i64, i64, i64, p, p, i64, i64, p, p, i64, i64, p, c_int]
+    lib.pil_box_pixelate.argtypes = [p, i64, i64, i64, p, p, i64, i64, p, p, i64, i64, p, p, i64, p, p, i64, p, c_int]
     return lib
 
 
@@ -328,21 +329,52 @@ def water_mask(lu8: torch.Tensor, tan22: float, tan67: float) -> torch.Tensor:
     return out
 
 
+def _box_tables(table: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pillow's (out, taps) BOX tables as int32 (taps, out), each output's nonzero taps first
+    and all-zero tap columns dropped (the integer sums do not depend on the order)."""
+    if table is None:
+        return torch.zeros(0, 1, dtype=torch.int32), torch.zeros(0, 1, dtype=torch.int32)
+    idx, weights = table
+    order = (weights == 0).to(torch.int8).argsort(dim=1, stable=True)
+    idx, weights = idx.gather(1, order), weights.gather(1, order)
+    taps = int((weights != 0).sum(1).max())
+    return idx[:, :taps].t().to(torch.int32).contiguous(), weights[:, :taps].t().to(torch.int32).contiguous()
+
+
 def pil_box_resize(levels: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor] | None,
                    cols: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
     """:func:`corruptions.digital.pil_box_resize` of integer levels (N, C, H, W) as int32, given
     Pillow's (source index, fixed-point weight) tables (out, taps) per axis (None: size kept)."""
     n, c, h, w = levels.shape
     x = levels.to(torch.int32).contiguous()
-    empty = (torch.zeros(1, 0, dtype=torch.int32),) * 2
-    iw, kw = (t.to(torch.int32).contiguous() for t in cols) if cols is not None else empty
-    ih, kh = (t.to(torch.int32).contiguous() for t in rows) if rows is not None else empty
-    out_h = ih.shape[0] if rows is not None else h
-    out_w = iw.shape[0] if cols is not None else w
     if rows is None and cols is None:
         return x
+    iw, kw = _box_tables(cols)
+    ih, kh = _box_tables(rows)
+    out_h = ih.shape[1] if rows is not None else h
+    out_w = iw.shape[1] if cols is not None else w
     out = torch.empty((n, c, out_h, out_w), dtype=torch.int32)
     _library(str(cpp_compiler())).pil_box_resize(
-        x.data_ptr(), n * c, h, w, iw.data_ptr(), kw.data_ptr(), out_w, iw.shape[1], ih.data_ptr(), kh.data_ptr(),
-        out_h, ih.shape[1], out.data_ptr(), torch.get_num_threads())
+        x.data_ptr(), n * c, h, w, iw.data_ptr(), kw.data_ptr(), out_w, iw.shape[0], ih.data_ptr(), kh.data_ptr(),
+        out_h, ih.shape[0], out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+Table = tuple[torch.Tensor, torch.Tensor] | None
+
+
+def pil_box_pixelate(levels: torch.Tensor, small: tuple[int, int], down: tuple[Table, Table],
+                     up: tuple[Table, Table]) -> torch.Tensor:
+    """Pillow BOX resize of 8-bit levels (N, C, H, W) to ``small`` (h, w) and back, as uint8, in
+    one native call (each plane stays in cache): pixelate's levels. ``down``/``up``: (rows,
+    cols) tables of :func:`pil_box_resize`."""
+    n, c, h, w = levels.shape
+    x = levels.to(torch.uint8).contiguous()
+    (dhi, dhk), (dwi, dwk) = (_box_tables(t) for t in down)
+    (uhi, uhk), (uwi, uwk) = (_box_tables(t) for t in up)
+    out = torch.empty((n, c, h, w), dtype=torch.uint8)
+    _library(str(cpp_compiler())).pil_box_pixelate(
+        x.data_ptr(), n * c, h, w, dwi.data_ptr(), dwk.data_ptr(), small[1], dwi.shape[0], dhi.data_ptr(),
+        dhk.data_ptr(), small[0], dhi.shape[0], uwi.data_ptr(), uwk.data_ptr(), uwi.shape[0], uhi.data_ptr(),
+        uhk.data_ptr(), uhi.shape[0], out.data_ptr(), torch.get_num_threads())
     return out

@@ -270,48 +270,92 @@ void water_mask(const float* lu8, int64_t n, int64_t h, int64_t w, float tan22, 
 // along a line of `stride`-spaced values (integer arithmetic: exact in any order).
 static inline int32_t clip8(int32_t s) { s >>= 22; return s < 0 ? 0 : (s > 255 ? 255 : s); }
 
-// PIL Image.resize(BOX) of `planes` int32 planes h x w to out_h x out_w as digital.pil_box_resize
-// computes it: horizontal pass (skipped when taps_w = 0), rounded to 8 bits, then vertical.
+}  // extern "C"
+
+// Pillow's BOX tables of one resize: (source index, weight) laid out (taps, out) per axis;
+// taps = 0 keeps that axis.
+struct BoxTables {
+  const int32_t *idx_w, *k_w; int64_t out_w, taps_w;
+  const int32_t *idx_h, *k_h; int64_t out_h, taps_h;
+};
+
+static inline const int32_t* widen(const int32_t* line, int64_t, int32_t*) { return line; }
+static inline const int32_t* widen(const uint8_t* line, int64_t w, int32_t* row) {
+  for (int64_t i = 0; i < w; ++i) row[i] = line[i];
+  return row;
+}
+
+// PIL Image.resize(BOX) of one h x w plane as digital.pil_box_resize computes it: horizontal
+// pass, rounded to 8 bits, then vertical. mid: h x out_w scratch; acc: max(w, out_w) and
+// row: w scratch.
+template <typename In, typename Out>
+static void box_plane(const In* src, int64_t h, int64_t w, const BoxTables& t, int32_t* mid, int32_t* acc,
+                      int32_t* row, Out* dst) {
+  const int64_t mid_w = t.taps_w ? t.out_w : w;
+  const int64_t out_h = t.taps_h ? t.out_h : h;
+  for (int64_t y = 0; y < h; ++y) {
+    int32_t* m = mid + y * mid_w;
+    if (!t.taps_w) { for (int64_t i = 0; i < w; ++i) m[i] = src[y * w + i]; continue; }
+    const int32_t* line = widen(src + y * w, w, row);  // int32 gathers vectorise, uint8 ones do not
+    for (int64_t o = 0; o < t.out_w; ++o) acc[o] = 1 << 21;
+    for (int64_t k = 0; k < t.taps_w; ++k) {  // contiguous per tap
+      const int32_t *ik = t.idx_w + k * t.out_w, *kk = t.k_w + k * t.out_w;
+#pragma omp simd
+      for (int64_t o = 0; o < t.out_w; ++o) acc[o] += kk[o] * line[ik[o]];
+    }
+    for (int64_t o = 0; o < t.out_w; ++o) m[o] = clip8(acc[o]);
+  }
+  for (int64_t o = 0; o < out_h; ++o) {
+    Out* d = dst + o * mid_w;
+    if (!t.taps_h) { for (int64_t i = 0; i < mid_w; ++i) d[i] = (Out)mid[o * mid_w + i]; continue; }
+    for (int64_t i = 0; i < mid_w; ++i) acc[i] = 1 << 21;
+    for (int64_t k = 0; k < t.taps_h; ++k) {
+      const int32_t weight = t.k_h[k * t.out_h + o];
+      if (!weight) continue;
+      const int32_t* line = mid + (int64_t)t.idx_h[k * t.out_h + o] * mid_w;
+#pragma omp simd
+      for (int64_t i = 0; i < mid_w; ++i) acc[i] += weight * line[i];
+    }
+#pragma omp simd
+    for (int64_t i = 0; i < mid_w; ++i) d[i] = (Out)clip8(acc[i]);
+  }
+}
+
+extern "C" {
+
+// pixelate: `planes` uint8 planes h x w resized by `down` to (sh, sw), then by `up` back to
+// h x w, each plane kept in cache between the two.
+void pil_box_pixelate(const uint8_t* x, int64_t planes, int64_t h, int64_t w,
+                      const int32_t* dw_idx, const int32_t* dw_k, int64_t sw, int64_t dw_taps,
+                      const int32_t* dh_idx, const int32_t* dh_k, int64_t sh, int64_t dh_taps,
+                      const int32_t* uw_idx, const int32_t* uw_k, int64_t uw_taps,
+                      const int32_t* uh_idx, const int32_t* uh_k, int64_t uh_taps, uint8_t* out, int threads) {
+  const BoxTables down{dw_idx, dw_k, sw, dw_taps, dh_idx, dh_k, sh, dh_taps};
+  const BoxTables up{uw_idx, uw_k, w, uw_taps, uh_idx, uh_k, h, uh_taps};
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<int32_t> mid(h * w), small(h * w), acc(w + 1), row(w + 1);
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < planes; ++p) {
+      box_plane(x + p * h * w, h, w, down, mid.data(), acc.data(), row.data(), small.data());
+      box_plane(small.data(), sh, sw, up, mid.data(), acc.data(), row.data(), out + p * h * w);
+    }
+  }
+}
+
+// digital.pil_box_resize of `planes` int32 planes h x w (any sizes).
 void pil_box_resize(const int32_t* x, int64_t planes, int64_t h, int64_t w,
                     const int32_t* idx_w, const int32_t* k_w, int64_t out_w, int64_t taps_w,
                     const int32_t* idx_h, const int32_t* k_h, int64_t out_h, int64_t taps_h,
                     int32_t* out, int threads) {
-  const int64_t mid_w = taps_w ? out_w : w;
+  const BoxTables t{idx_w, k_w, out_w, taps_w, idx_h, k_h, out_h, taps_h};
+  const int64_t ow = taps_w ? out_w : w, oh = taps_h ? out_h : h;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<int32_t> mid(taps_w && taps_h ? h * mid_w : 1), acc(mid_w);
+    std::vector<int32_t> mid(h * ow), acc(std::max(w, ow)), row(w);
 #pragma omp for schedule(static)
-    for (int64_t p = 0; p < planes; ++p) {
-      const int32_t* src = x + p * h * w;
-      int32_t* dst = out + p * out_h * out_w;
-      const int32_t* across = src;
-      if (taps_w) {
-        int32_t* m = taps_h ? mid.data() : dst;
-        for (int64_t y = 0; y < h; ++y) {
-          const int32_t* line = src + y * w;
-          for (int64_t o = 0; o < out_w; ++o) {
-            int32_t s = 1 << 21;
-            for (int64_t k = 0; k < taps_w; ++k) s += k_w[o * taps_w + k] * line[idx_w[o * taps_w + k]];
-            m[y * out_w + o] = clip8(s);
-          }
-        }
-        across = m;
-      }
-      if (!taps_h) continue;
-      for (int64_t o = 0; o < out_h; ++o) {
-        for (int64_t i = 0; i < mid_w; ++i) acc[i] = 1 << 21;
-        for (int64_t k = 0; k < taps_h; ++k) {
-          const int32_t weight = k_h[o * taps_h + k];
-          if (!weight) continue;
-          const int32_t* line = across + (int64_t)idx_h[o * taps_h + k] * mid_w;
-#pragma omp simd
-          for (int64_t i = 0; i < mid_w; ++i) acc[i] += weight * line[i];
-        }
-        int32_t* d = dst + o * out_w;
-#pragma omp simd
-        for (int64_t i = 0; i < mid_w; ++i) d[i] = clip8(acc[i]);
-      }
-    }
+    for (int64_t p = 0; p < planes; ++p)
+      box_plane(x + p * h * w, h, w, t, mid.data(), acc.data(), row.data(), out + p * oh * ow);
   }
 }
 
