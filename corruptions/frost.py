@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from corruptions import native
 from corruptions.ops import index_add_deterministic, shift_gaussian
 from corruptions.registry import DEFAULT_CHUNK_VALUES, CorruptionError, preset_for_size, register
 from corruptions.rng import SampleRNG, name_code, randint_from_bits24, uniform_from_bits24
@@ -506,6 +507,16 @@ def frost_layers(n: int, h: int, w: int, rng: SampleRNG, device: torch.device) -
     return out
 
 
+def _frost_levels(levels: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor | None:
+    """uint8 images to uint8 levels with the blend and apply's quantisation in one native pass
+    (the float path's levels); None, drawing nothing, where the native kernels are not in use."""
+    if not native.active(levels.device):
+        return None
+    n, _, h, w = levels.shape
+    layer = frost_layers(n, h, w, rng, levels.device)
+    return native.frost_blend(levels, layer, float(params["image_weight"]), float(params["frost_weight"]))
+
+
 @register(
     "frost",
     chunk_values=2 * DEFAULT_CHUNK_VALUES,  # a light blend: fewer, larger calls (1.25x at 32 px)
@@ -519,6 +530,7 @@ def frost_layers(n: int, h: int, w: int, rng: SampleRNG, device: torch.device) -
     random=True,
     rgb=True,
     description="frost: image_weight*x + frost_weight*(random crop of a frost texture)",
+    levels_fn=_frost_levels,
 )
 def frost(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
     """Blend a random crop of a frost texture (procedural, or photographs via set_frost_images)."""

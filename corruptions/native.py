@@ -232,6 +232,7 @@ def _library(compiler: str) -> ctypes.CDLL:
     lib.shift_filter.argtypes = [p, i64, i64, i64, p, p, i64, p, i64, p, p, i64, p, p, c_int]
     lib.water_mask.argtypes = [p, i64, i64, i64, ctypes.c_float, ctypes.c_float, p, c_int]
     lib.pil_box_resize.argtypes = [p, i64, i64, i64, p, p, i64, i64, p, p, i64, i64, p, c_int]
+    lib.frost_blend_u8.argtypes = [p, p, i64, p, ctypes.c_float, ctypes.c_float, p, c_int]
     lib.pil_box_pixelate.argtypes = [p, i64, i64, i64, p, p, i64, i64, p, p, i64, i64, p, p, i64, p, p, i64, p, c_int]
     return lib
 
@@ -377,4 +378,14 @@ def pil_box_pixelate(levels: torch.Tensor, small: tuple[int, int], down: tuple[T
         x.data_ptr(), n * c, h, w, dwi.data_ptr(), dwk.data_ptr(), small[1], dwi.shape[0], dhi.data_ptr(),
         dhk.data_ptr(), small[0], dhi.shape[0], uwi.data_ptr(), uwk.data_ptr(), uwi.shape[0], uhi.data_ptr(),
         uhk.data_ptr(), uhi.shape[0], out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def frost_blend(images: torch.Tensor, layer: torch.Tensor, image_weight: float, frost_weight: float) -> torch.Tensor:
+    """frost's ``images * image_weight + layer * frost_weight`` on uint8 images, clipped and
+    quantised as ``apply`` does, in one pass: the uint8 levels of the float path."""
+    x, layer = images.contiguous(), layer.to(torch.float32).contiguous()
+    out = torch.empty_like(x)
+    _library(str(cpp_compiler())).frost_blend_u8(x.data_ptr(), layer.data_ptr(), x.numel(), _levels().data_ptr(),
+                                                 image_weight, frost_weight, out.data_ptr(), torch.get_num_threads())
     return out

@@ -1,5 +1,5 @@
 """C++ source of the native image kernels: separable shift filters, spatter's water mask and
-Pillow's BOX resize (pixelate).
+Pillow's BOX resize (pixelate) and frost's blend of uint8 images.
 
 Built into the same library as the stream kernels (:mod:`corruptions.native`). Each kernel
 repeats its eager counterpart's float32 operations in the same order (no fused
@@ -356,6 +356,20 @@ void pil_box_resize(const int32_t* x, int64_t planes, int64_t h, int64_t w,
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < planes; ++p)
       box_plane(x + p * h * w, h, w, t, mid.data(), acc.data(), row.data(), out + p * oh * ow);
+  }
+}
+
+// frost on uint8 images with apply's quantisation, as uint8 levels: the float32 ops of
+// levels[x] * iw + layer * fw, clamp to [0, 1], then floor(v * 255 + 1e-4), each rounded
+// apart as torch's ops are (levels[v] = float32(v / 255) by torch's own division).
+void frost_blend_u8(const uint8_t* x, const float* layer, int64_t n, const float* levels, float iw, float fw,
+                    uint8_t* out, int threads) {
+#pragma omp parallel for simd schedule(static) num_threads(threads)
+  for (int64_t e = 0; e < n; ++e) {
+    float v = levels[x[e]] * iw + layer[e] * fw;
+    v = v > 0.0f ? v : 0.0f;
+    v = v < 1.0f ? v : 1.0f;
+    out[e] = (uint8_t)(int32_t)std::floor(v * 255.0f + 1e-4f);
   }
 }
 

@@ -87,8 +87,10 @@ class Corruption:
     chunk_values: int | None = None
     #: optional ``levels_fn(levels, params, rng) -> levels`` on 8-bit integer levels (N, C,
     #: H, W): ``apply`` uses it for uint8 input with ``quantize``; it must give exactly the
-    #: levels of the float path (skips two float round trips, e.g. pixelate)
-    levels_fn: Callable[[torch.Tensor, dict, SampleRNG], torch.Tensor] | None = None
+    #: levels of the float path (skips two float round trips, e.g. pixelate). It may return
+    #: None, before drawing anything, to send this call down the float path (e.g. frost's
+    #: fused blend exists only as a native CPU kernel)
+    levels_fn: Callable[[torch.Tensor, dict, SampleRNG], torch.Tensor | None] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def params(self, severity: int, preset: str) -> dict:
@@ -151,7 +153,7 @@ def register(
     replace: bool = False,
     source: str = "builtin",
     chunk_values: int | None = None,
-    levels_fn: Callable[[torch.Tensor, dict, SampleRNG], torch.Tensor] | None = None,
+    levels_fn: Callable[[torch.Tensor, dict, SampleRNG], torch.Tensor | None] | None = None,
 ) -> Callable[[CorruptionFn], CorruptionFn]:
     """Decorator registering ``fn(images, params, rng)`` as corruption ``name``.
 
@@ -522,9 +524,10 @@ def _apply_chunk(
     grey = c == 1 and corruption.rgb
     if corruption.levels_fn is not None and orig_dtype == torch.uint8 and quantize and not grey:
         levels = corruption.levels_fn(images, p, rng)
-        if not isinstance(levels, torch.Tensor) or levels.shape != images.shape:
-            raise CorruptionError(f"corruption {corruption.name!r}: levels_fn returned the wrong shape")
-        return levels.clamp(0, 255)
+        if levels is not None:
+            if not isinstance(levels, torch.Tensor) or levels.shape != images.shape:
+                raise CorruptionError(f"corruption {corruption.name!r}: levels_fn returned the wrong shape")
+            return levels.clamp(0, 255)
     x = torch.div(images, 255.0).float() if orig_dtype == torch.uint8 else images.float().clamp(0.0, 1.0)
     if grey:
         x = x.expand(n, 3, h, w).contiguous()

@@ -442,6 +442,27 @@ def test_register_decorator_directly(clean_registry):
         corruptions.register("tmp_bad", group="extra", presets=[1, 2, 3])
 
 
+def test_a_levels_fn_returning_none_sends_the_call_down_the_float_path(clean_registry):
+    """uint8 input takes levels_fn; None from it means the float kernel runs instead."""
+    calls = []
+
+    def levels(images, params, rng):
+        calls.append("levels")
+        return None if params["delta"] < 0.3 else 255 - images
+
+    @corruptions.register("tmp_levels", group="extra", presets=[(0.1,), (0.2,), (0.3,), (0.4,), (0.5,)],
+                          param_names=("delta",), random=False, levels_fn=levels)  # fmt: skip
+    def tmp_levels(images, params, rng):
+        calls.append("float")
+        return images + params["delta"]
+
+    x = torch.full((1, 3, 4, 4), 100, dtype=torch.uint8)
+    assert torch.equal(corruptions.apply(x, "tmp_levels", 1), torch.full_like(x, 125))  # floor(125.5)
+    assert calls == ["levels", "float"]
+    assert torch.equal(corruptions.apply(x, "tmp_levels", 3), 255 - x)
+    assert calls[2:] == ["levels"]
+
+
 def test_apply_ignores_and_restores_the_callers_tf32_and_cudnn_settings(clean_registry):
     """Speed settings of the caller (TF32 matmuls, cuDNN benchmark) never reach a corruption."""
     seen = {}
