@@ -205,6 +205,20 @@ def _pil_box_taps(in_size: int, out_size: int) -> tuple[tuple[torch.Tensor, torc
     return tuple((idx[:, t], kk[:, t]) for t in range(idx.shape[1]) if bool(kk[:, t].any()))
 
 
+@functools.lru_cache(maxsize=256)
+def pil_box_tables(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """:func:`_pil_box_coeffs` for the native kernels: int32 (taps, out), each output's nonzero
+    taps first, all-zero tap columns dropped (integer sums: the order does not matter); None
+    when the size is kept."""
+    if in_size == out_size:
+        return None
+    idx, weights = _pil_box_coeffs(in_size, out_size)
+    order = (weights == 0).to(torch.int8).argsort(dim=1, stable=True)
+    idx, weights = idx.gather(1, order), weights.gather(1, order)
+    taps = int((weights != 0).sum(1).max())
+    return idx[:, :taps].t().to(torch.int32).contiguous(), weights[:, :taps].t().to(torch.int32).contiguous()
+
+
 def _pil_box_axis(levels: torch.Tensor, out_size: int, dim: int) -> torch.Tensor:
     """Resample integer levels (N, C, H, W) along ``dim`` (2 or 3) exactly like Pillow 8bpc.
 
@@ -238,8 +252,7 @@ def pil_box_resize(levels: torch.Tensor, height: int, width: int) -> torch.Tenso
     one native call: the same integer arithmetic, so the same levels).
     """
     if native.active(levels.device):
-        cols = _pil_box_coeffs(levels.shape[3], width) if levels.shape[3] != width else None
-        rows = _pil_box_coeffs(levels.shape[2], height) if levels.shape[2] != height else None
+        rows, cols = pil_box_tables(levels.shape[2], height), pil_box_tables(levels.shape[3], width)
         return native.pil_box_resize(levels, rows, cols)
     if levels.shape[3] != width:
         # gathers along dim 2 copy whole rows; along dim 3 they are ~10x slower on CPU
@@ -280,12 +293,8 @@ def _pixelate_levels(levels: torch.Tensor, params: dict, rng: SampleRNG) -> torc
             f"pixelate: scale must be in (0, 1] and leave >= 1 pixel, got {scale!r}"
         )
     if native.active(levels.device):  # both resizes in one call: the same levels, as uint8
-
-        def table(size: int, to: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-            return _pil_box_coeffs(size, to) if size != to else None
-
-        down, up = (table(h, sh), table(w, sw)), (table(sh, h), table(sw, w))
-        return native.pil_box_pixelate(levels, (sh, sw), down, up)
+        down = (pil_box_tables(h, sh), pil_box_tables(w, sw))
+        return native.pil_box_pixelate(levels, (sh, sw), down, (pil_box_tables(sh, h), pil_box_tables(sw, w)))
     return pil_box_resize(pil_box_resize(levels.to(torch.int32), sh, sw), h, w)
 
 

@@ -331,21 +331,17 @@ def water_mask(lu8: torch.Tensor, tan22: float, tan67: float) -> torch.Tensor:
 
 
 def _box_tables(table: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pillow's (out, taps) BOX tables as int32 (taps, out), each output's nonzero taps first
-    and all-zero tap columns dropped (the integer sums do not depend on the order)."""
+    """The (taps, out) int32 tables of one axis, or empty ones (taps = 0) to keep its size."""
     if table is None:
         return torch.zeros(0, 1, dtype=torch.int32), torch.zeros(0, 1, dtype=torch.int32)
-    idx, weights = table
-    order = (weights == 0).to(torch.int8).argsort(dim=1, stable=True)
-    idx, weights = idx.gather(1, order), weights.gather(1, order)
-    taps = int((weights != 0).sum(1).max())
-    return idx[:, :taps].t().to(torch.int32).contiguous(), weights[:, :taps].t().to(torch.int32).contiguous()
+    return table
 
 
 def pil_box_resize(levels: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor] | None,
                    cols: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
     """:func:`corruptions.digital.pil_box_resize` of integer levels (N, C, H, W) as int32, given
-    Pillow's (source index, fixed-point weight) tables (out, taps) per axis (None: size kept)."""
+    Pillow's (source index, fixed-point weight) tables per axis as contiguous int32 (taps, out)
+    (:func:`corruptions.digital.pil_box_tables`; None: size kept)."""
     n, c, h, w = levels.shape
     x = levels.to(torch.int32).contiguous()
     if rows is None and cols is None:

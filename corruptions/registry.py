@@ -527,7 +527,7 @@ def _apply_chunk(
         if levels is not None:
             if not isinstance(levels, torch.Tensor) or levels.shape != images.shape:
                 raise CorruptionError(f"corruption {corruption.name!r}: levels_fn returned the wrong shape")
-            return levels.clamp(0, 255)
+            return levels if levels.dtype == torch.uint8 else levels.clamp(0, 255)
     x = torch.div(images, 255.0).float() if orig_dtype == torch.uint8 else images.float().clamp(0.0, 1.0)
     if grey:
         x = x.expand(n, 3, h, w).contiguous()
