@@ -232,6 +232,7 @@ def _library(compiler: str) -> ctypes.CDLL:
     lib.shift_filter.argtypes = [p, i64, i64, i64, p, p, i64, p, i64, p, p, i64, p, p, c_int]
     lib.water_mask.argtypes = [p, i64, i64, i64, ctypes.c_float, ctypes.c_float, p, c_int]
     lib.pil_box_resize.argtypes = [p, i64, i64, i64, p, p, i64, i64, p, p, i64, i64, p, c_int]
+    lib.spatter_blend_u8.argtypes = [p, p, i64, i64, p, p, c_int, p, c_int]
     lib.frost_blend_u8.argtypes = [p, p, i64, p, ctypes.c_float, ctypes.c_float, p, c_int]
     lib.pil_box_pixelate.argtypes = [p, i64, i64, i64, p, p, i64, i64, p, p, i64, i64, p, p, i64, p, p, i64, p, c_int]
     return lib
@@ -384,4 +385,16 @@ def frost_blend(images: torch.Tensor, layer: torch.Tensor, image_weight: float, 
     out = torch.empty_like(x)
     _library(str(cpp_compiler())).frost_blend_u8(x.data_ptr(), layer.data_ptr(), x.numel(), _levels().data_ptr(),
                                                  image_weight, frost_weight, out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def spatter_blend(images: torch.Tensor, mask: torch.Tensor, colour: torch.Tensor, water: bool) -> torch.Tensor:
+    """spatter's blend of uint8 images (N, 3, H, W) with its float32 mask (N, 1, H, W) and
+    colour (3,), clipped and quantised as ``apply`` does, in one pass: the float path's levels."""
+    x, mask = images.contiguous(), mask.to(torch.float32).contiguous()
+    colour = colour.to(torch.float32).contiguous()
+    out = torch.empty_like(x)
+    n, _, h, w = x.shape
+    _library(str(cpp_compiler())).spatter_blend_u8(x.data_ptr(), mask.data_ptr(), n, h * w, _levels().data_ptr(),
+                                                   colour.data_ptr(), int(water), out.data_ptr(), torch.get_num_threads())
     return out

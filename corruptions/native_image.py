@@ -1,5 +1,5 @@
 """C++ source of the native image kernels: separable shift filters, spatter's water mask and
-Pillow's BOX resize (pixelate) and frost's blend of uint8 images.
+Pillow's BOX resize (pixelate), and frost's and spatter's blends of uint8 images.
 
 Built into the same library as the stream kernels (:mod:`corruptions.native`). Each kernel
 repeats its eager counterpart's float32 operations in the same order (no fused
@@ -370,6 +370,28 @@ void frost_blend_u8(const uint8_t* x, const float* layer, int64_t n, const float
     v = v > 0.0f ? v : 0.0f;
     v = v < 1.0f ? v : 1.0f;
     out[e] = (uint8_t)(int32_t)std::floor(v * 255.0f + 1e-4f);
+  }
+}
+
+// spatter's blend on uint8 images (N, 3, H, W) with its mask m (N, 1, H, W) and apply's
+// quantisation, as uint8 levels. water: x + m * colour; mud: x * (1 - m) + colour * m; each
+// float32 op rounded apart as torch's are; then clamp to [0, 1] and floor(v * 255 + 1e-4).
+void spatter_blend_u8(const uint8_t* x, const float* m, int64_t n, int64_t hw, const float* levels,
+                      const float* colour, int water, uint8_t* out, int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t k = 0; k < n * 3; ++k) {
+    const float c = colour[k % 3];
+    const float* mk = m + (k / 3) * hw;
+    const uint8_t* xk = x + k * hw;
+    uint8_t* ok = out + k * hw;
+#pragma omp simd
+    for (int64_t e = 0; e < hw; ++e) {
+      const float v0 = levels[xk[e]];
+      float v = water ? v0 + mk[e] * c : v0 * (1.0f - mk[e]) + c * mk[e];
+      v = v > 0.0f ? v : 0.0f;
+      v = v < 1.0f ? v : 1.0f;
+      ok[e] = (uint8_t)(int32_t)std::floor(v * 255.0f + 1e-4f);
+    }
   }
 }
 

@@ -344,6 +344,35 @@ def _water_mask(liquid: torch.Tensor) -> torch.Tensor:
     return torch.where(mx > 0, m / mx.clamp_min(1e-12), torch.zeros_like(m))
 
 
+def _spatter_layer(shape: torch.Size, params: dict, rng: SampleRNG, device: torch.device, dtype: torch.dtype
+                   ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """spatter's mask (N, 1, H, W), colour (3,) and whether it is water (else mud)."""
+    n, _, h, w = shape
+    mode = int(round(float(params["mode"])))
+    if mode not in (0, 1):
+        raise CorruptionError(f"spatter mode must be 0 (water) or 1 (mud), got {params['mode']!r}")
+    liquid = rng.normal(h, w).to(dtype).unsqueeze(1) * float(params["scale"]) + float(params["loc"])
+    liquid = shift_gaussian(liquid, float(params["sigma"]), "nearest")  # skimage's default mode
+    thr = float(params["threshold"])
+    liquid = torch.where(liquid < thr, torch.zeros_like(liquid), liquid)
+    if mode == 0:
+        m = _water_mask(liquid) * float(params["intensity"])
+        return m, torch.tensor(WATER_COLOR, device=device, dtype=dtype), True
+    m = (liquid > thr).to(dtype)
+    m = shift_gaussian(m, float(params["intensity"]), "nearest")
+    m = torch.where(m < 0.8, torch.zeros_like(m), m)
+    return m, torch.tensor(MUD_COLOR, device=device, dtype=dtype), False
+
+
+def _spatter_levels(levels: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor | None:
+    """uint8 images to uint8 levels, the blend and apply's quantisation in one native pass (the
+    float path's levels); None, drawing nothing, where the native kernels are not in use."""
+    if not native.active(levels.device):
+        return None
+    m, colour, water = _spatter_layer(levels.shape, params, rng, levels.device, torch.float32)
+    return native.spatter_blend(levels, m, colour, water)
+
+
 @register(
     "spatter",
     chunk_values=DEFAULT_CHUNK_VALUES,
@@ -375,25 +404,12 @@ def _water_mask(liquid: torch.Tensor) -> torch.Tensor:
     random=True,
     rgb=True,
     description="spatter: blurred thresholded noise drawn as water (mode 0) or mud (mode 1)",
+    levels_fn=_spatter_levels,
 )
 def spatter(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
     """Water drops (pale turquoise, edge shading) or mud blotches (dark brown) over the image."""
-    n, _, h, w = images.shape
-    liquid = rng.normal(h, w).to(images.dtype).unsqueeze(1) * float(params["scale"]) + float(
-        params["loc"]
-    )
-    liquid = shift_gaussian(liquid, float(params["sigma"]), "nearest")  # skimage's default mode
-    thr = float(params["threshold"])
-    liquid = torch.where(liquid < thr, torch.zeros_like(liquid), liquid)
-    mode = int(round(float(params["mode"])))
-    if mode == 0:
-        m = _water_mask(liquid) * float(params["intensity"])
-        color = torch.tensor(WATER_COLOR, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-        return (images + m * color).clamp(0.0, 1.0)
-    if mode != 1:
-        raise CorruptionError(f"spatter mode must be 0 (water) or 1 (mud), got {params['mode']!r}")
-    m = (liquid > thr).to(images.dtype)
-    m = shift_gaussian(m, float(params["intensity"]), "nearest")
-    m = torch.where(m < 0.8, torch.zeros_like(m), m)
-    color = torch.tensor(MUD_COLOR, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    return (images * (1 - m) + color * m).clamp(0.0, 1.0)
+    m, colour, water = _spatter_layer(images.shape, params, rng, images.device, images.dtype)
+    colour = colour.view(1, 3, 1, 1)
+    if water:
+        return (images + m * colour).clamp(0.0, 1.0)
+    return (images * (1 - m) + colour * m).clamp(0.0, 1.0)
