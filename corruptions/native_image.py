@@ -168,18 +168,21 @@ static void canny(const float* img, int64_t h, int64_t w, float tan22, float tan
 static void truncated_distance(const uint8_t* edge, int64_t h, int64_t w, int32_t* rowbest, int32_t* column,
                                float* dist) {
   const int32_t limit = 20, inf = 4 * limit * limit + 1;
+  std::vector<int32_t> padded(w + 2 * limit, inf);  // one row: 0 at edges, inf elsewhere and outside
   for (int64_t y = 0; y < h; ++y) {
     const uint8_t* e = edge + y * w;
-    int32_t* b = rowbest + y * w;
-    int64_t last = -1000000;
-    for (int64_t i = 0; i < w; ++i) {
-      if (e[i]) last = i;
-      b[i] = i - last <= limit ? (int32_t)((i - last) * (i - last)) : inf;
-    }
-    last = 1000000;
-    for (int64_t i = w - 1; i >= 0; --i) {
-      if (e[i]) last = i;
-      if (last - i <= limit) b[i] = std::min(b[i], (int32_t)((last - i) * (last - i)));
+    int32_t* __restrict p = padded.data() + limit;
+    for (int64_t i = 0; i < w; ++i) p[i] = e[i] ? 0 : inf;
+    int32_t* __restrict b = rowbest + y * w;
+    for (int64_t i = 0; i < w; ++i) b[i] = p[i];
+    for (int32_t d = 1; d <= limit; ++d) {
+      const int32_t dd = d * d;
+      const int32_t *left = p - d, *right = p + d;
+#pragma omp simd
+      for (int64_t i = 0; i < w; ++i) {
+        const int32_t v = std::min(left[i], right[i]) + dd;
+        b[i] = b[i] < v ? b[i] : v;
+      }
     }
   }
   for (int64_t y = 0; y < h; ++y) {
