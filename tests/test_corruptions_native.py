@@ -178,3 +178,20 @@ def test_native_pil_box_resize_gives_the_eager_levels(kernels_restored) -> None:
                      (max(1, int(h * 0.6)), max(1, int(w * 0.6)))]:  # fmt: skip
             eager, nat = _both(functools.partial(pil_box_resize, x, *size))
             assert torch.equal(eager, nat) and eager.dtype == nat.dtype, (h, w, size)
+
+
+@needs_compiler
+@pytest.mark.parametrize("name", ["spatter", "pixelate", "frost", "gaussian_noise"])
+def test_native_kernels_give_the_same_bits_at_any_thread_count(name: str, kernels_restored) -> None:
+    """The native loops split work over planes or elements, never inside a sum."""
+    native.set_kernels("native")
+    u8 = _images(n=6, size=24).mul(255).round().to(torch.uint8)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = corruptions.apply(u8, name, 3, seed=4)
+        torch.set_num_threads(2)
+        two = corruptions.apply(u8, name, 3, seed=4)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
