@@ -232,6 +232,7 @@ def _library(compiler: str) -> ctypes.CDLL:
     lib.shift_filter.argtypes = [p, i64, i64, i64, p, p, i64, p, i64, p, p, i64, p, p, c_int]
     lib.water_mask.argtypes = [p, i64, i64, i64, ctypes.c_float, ctypes.c_float, p, c_int]
     lib.pil_box_resize.argtypes = [p, i64, i64, i64, p, p, i64, i64, p, p, i64, i64, p, c_int]
+    lib.sample_bilinear.argtypes = [p, i64, i64, i64, i64, p, p, i64, i64, c_int, p, c_int]
     lib.spatter_blend_u8.argtypes = [p, p, i64, i64, p, p, c_int, p, c_int]
     lib.frost_blend_u8.argtypes = [p, p, i64, p, ctypes.c_float, ctypes.c_float, p, c_int]
     lib.pil_box_pixelate.argtypes = [p, i64, i64, i64, p, p, i64, i64, p, p, i64, i64, p, p, i64, p, p, i64, p, c_int]
@@ -397,4 +398,22 @@ def spatter_blend(images: torch.Tensor, mask: torch.Tensor, colour: torch.Tensor
     n, _, h, w = x.shape
     _library(str(cpp_compiler())).spatter_blend_u8(x.data_ptr(), mask.data_ptr(), n, h * w, _levels().data_ptr(),
                                                    colour.data_ptr(), int(water), out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+_BORDER_CODES = {"nearest": 0, "wrap": 1, "constant": 2, "reflect": 3, "mirror": 4}
+
+
+def sample_bilinear(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: str) -> torch.Tensor:
+    """:func:`corruptions.ops.sample_bilinear` of float32 images (N, C, H, W) at (N, Ho, Wo)
+    coordinates in one pass: the same four products and sums per output, so the same bits."""
+    if mode not in _BORDER_CODES:
+        raise ValueError(f"unknown border mode {mode!r}; modes: {', '.join(_BORDER_CODES)}")
+    x = x.contiguous()
+    ys, xs = ys.to(torch.float32).contiguous(), xs.to(torch.float32).contiguous()
+    n, c, h, w = x.shape
+    ho, wo = ys.shape[-2:]
+    out = torch.empty((n, c, ho, wo), dtype=torch.float32)
+    _library(str(cpp_compiler())).sample_bilinear(x.data_ptr(), n, c, h, w, ys.data_ptr(), xs.data_ptr(), ho, wo,
+                                                  _BORDER_CODES[mode], out.data_ptr(), torch.get_num_threads())
     return out

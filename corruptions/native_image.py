@@ -1,5 +1,6 @@
 """C++ source of the native image kernels: separable shift filters, spatter's water mask and
-Pillow's BOX resize (pixelate), and frost's and spatter's blends of uint8 images.
+Pillow's BOX resize (pixelate), frost's and spatter's blends of uint8 images, and the
+bilinear sampler (elastic_transform).
 
 Built into the same library as the stream kernels (:mod:`corruptions.native`). Each kernel
 repeats its eager counterpart's float32 operations in the same order (no fused
@@ -394,6 +395,59 @@ void spatter_blend_u8(const uint8_t* x, const float* m, int64_t n, int64_t hw, c
       v = v > 0.0f ? v : 0.0f;
       v = v < 1.0f ? v : 1.0f;
       ok[e] = (uint8_t)(int32_t)std::floor(v * 255.0f + 1e-4f);
+    }
+  }
+}
+
+// ops.border_map of one index: 0 nearest, 1 wrap, 2 constant (-1 outside), 3 reflect, 4 mirror.
+static inline int64_t border_map(int64_t i, int64_t size, int mode) {
+  if (mode == 0) return i < 0 ? 0 : (i >= size ? size - 1 : i);
+  if (mode == 1) { int64_t p = i % size; return p < 0 ? p + size : p; }
+  if (mode == 2) return (i >= 0 && i < size) ? i : -1;
+  if (size == 1) return 0;
+  const int64_t edge = mode == 3 ? 1 : 0, period = 2 * size - 2 + 2 * edge;
+  int64_t p = i % period;
+  p = p < 0 ? p + period : p;
+  return p < size ? p : period - edge - p;
+}
+
+// ops.sample_bilinear of float32 images (n, c, h, w) at float32 coordinates (n, ho, wo): the
+// four taps (y0, x0), (y0, x1), (y1, x0), (y1, x1) in that order, each v * (wy * wx), summed
+// left to right; constant mode multiplies the tap at the clamped index by its validity.
+void sample_bilinear(const float* x, int64_t n, int64_t c, int64_t h, int64_t w, const float* ys, const float* xs,
+                     int64_t ho, int64_t wo, int mode, float* out, int threads) {
+  const int64_t hw = h * w, out_hw = ho * wo;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t s = 0; s < n; ++s) {
+    const float* img = x + s * c * hw;
+    float* dst = out + s * c * out_hw;
+    for (int64_t e = 0; e < out_hw; ++e) {
+      const float y = ys[s * out_hw + e], xx = xs[s * out_hw + e];
+      const float y0f = std::floor(y), x0f = std::floor(xx);
+      const float fy = y - y0f, fx = xx - x0f;
+      const float wy[2] = {1.0f - fy, fy}, wx[2] = {1.0f - fx, fx};
+      const int64_t y0 = (int64_t)y0f, x0 = (int64_t)x0f;
+      const int64_t rows[2] = {border_map(y0, h, mode), border_map(y0 + 1, h, mode)};
+      const int64_t cols[2] = {border_map(x0, w, mode), border_map(x0 + 1, w, mode)};
+      int64_t idx[4];
+      float weight[4], valid[4];
+      for (int a = 0; a < 2; ++a)
+        for (int b = 0; b < 2; ++b) {
+          const int64_t i = rows[a] * w + cols[b];
+          idx[2 * a + b] = i < 0 ? 0 : i;
+          valid[2 * a + b] = (rows[a] >= 0 && cols[b] >= 0) ? 1.0f : 0.0f;
+          weight[2 * a + b] = wy[a] * wx[b];
+        }
+      for (int64_t ch = 0; ch < c; ++ch) {
+        const float* plane = img + ch * hw;
+        float acc = 0.0f;
+        for (int t = 0; t < 4; ++t) {
+          const float v = mode == 2 ? plane[idx[t]] * valid[t] : plane[idx[t]];
+          const float term = v * weight[t];
+          acc = t == 0 ? term : acc + term;
+        }
+        dst[ch * out_hw + e] = acc;
+      }
     }
   }
 }

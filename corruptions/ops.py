@@ -221,10 +221,13 @@ def sample_bilinear(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: s
     Every one of the four taps is mapped into the image with ``mode`` separately, which
     is what scipy.ndimage.map_coordinates(order=1) and OpenCV's remap do, so
     ``reflect`` / ``mirror`` here equal scipy's modes and cv2's BORDER_REFLECT / _101.
-    One gather per tap for the whole batch.
+    One gather per tap for the whole batch; float32 on the CPU takes the native kernel (the
+    same bits in one pass).
     """
     n, c, h, w = x.shape
     ho, wo = ys.shape[-2:]
+    if x.dtype == torch.float32 and native.active(x.device) and ys.shape == xs.shape == (n, ho, wo):
+        return native.sample_bilinear(x, ys, xs, mode)
     ys = ys.to(x.dtype)
     xs = xs.to(x.dtype)
     y0f = torch.floor(ys)

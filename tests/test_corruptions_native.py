@@ -10,7 +10,7 @@ import torch
 import corruptions
 from corruptions import native
 from corruptions.digital import pil_box_resize
-from corruptions.ops import gaussian_kernel1d, shift_filter, shift_gaussian
+from corruptions.ops import gaussian_kernel1d, sample_bilinear, shift_filter, shift_gaussian
 from corruptions.rng import SampleRNG
 from corruptions.streams import invert_levels, level_mask, level_tables
 from corruptions.weather import _water_mask
@@ -41,7 +41,8 @@ def _both(fn):
 
 @needs_compiler
 @pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
-                                  "spatter", "glass_blur", "snow", "frost", "pixelate"])  # fmt: skip
+                                  "spatter", "glass_blur", "snow", "frost", "pixelate",
+                                  "elastic_transform"])  # fmt: skip
 @pytest.mark.parametrize("streams", [1, 2, 3])
 def test_native_kernels_give_the_eager_bits(name: str, streams: int, kernels_restored) -> None:
     """Whole corruptions (float and uint8 inputs, every stream version) agree bit for bit."""
@@ -195,3 +196,21 @@ def test_native_kernels_give_the_same_bits_at_any_thread_count(name: str, kernel
     finally:
         torch.set_num_threads(before)
     assert torch.equal(one, two)
+
+
+@needs_compiler
+@pytest.mark.parametrize("mode", ["nearest", "wrap", "constant", "reflect", "mirror"])
+def test_native_sample_bilinear_gives_the_eager_bits(mode: str, kernels_restored) -> None:
+    """Coordinates far outside the image, -0, float64 coordinates, an inf pixel (NaN where it
+    meets a zero weight) and 1-px axes: the eager values, NaN where eager has NaN."""
+    g = torch.Generator().manual_seed(4)
+    for (h, w), out_size in [((1, 1), (3, 2)), ((1, 4), (1, 4)), ((7, 9), (5, 6)), ((32, 32), (32, 32))]:
+        x = torch.randn(2, 3, h, w, generator=g)
+        x[0, 0, 0, 0] = float("inf")
+        ys = torch.randn(2, *out_size, generator=g) * h * 1.5 + h / 2
+        xs = torch.randn(2, *out_size, generator=g) * w * 1.5 + w / 2
+        ys[0, 0, 0], xs[1, 0, 0] = -0.0, 1e-9
+        for coords in ((ys, xs), (ys.double(), xs.double())):
+            eager, nat = _both(functools.partial(sample_bilinear, x, *coords, mode))
+            assert torch.equal(eager.isnan(), nat.isnan()), (h, w)
+            assert torch.equal(eager.nan_to_num(), nat.nan_to_num()), (h, w)
