@@ -401,6 +401,7 @@ void spatter_blend_u8(const uint8_t* x, const float* m, int64_t n, int64_t hw, c
 
 // ops.border_map of one index: 0 nearest, 1 wrap, 2 constant (-1 outside), 3 reflect, 4 mirror.
 static inline int64_t border_map(int64_t i, int64_t size, int mode) {
+  if (i >= 0 && i < size) return i;  // every mode keeps the inside (no division on the common path)
   if (mode == 0) return i < 0 ? 0 : (i >= size ? size - 1 : i);
   if (mode == 1) { int64_t p = i % size; return p < 0 ? p + size : p; }
   if (mode == 2) return (i >= 0 && i < size) ? i : -1;
@@ -417,36 +418,44 @@ static inline int64_t border_map(int64_t i, int64_t size, int mode) {
 void sample_bilinear(const float* x, int64_t n, int64_t c, int64_t h, int64_t w, const float* ys, const float* xs,
                      int64_t ho, int64_t wo, int mode, float* out, int threads) {
   const int64_t hw = h * w, out_hw = ho * wo;
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t s = 0; s < n; ++s) {
-    const float* img = x + s * c * hw;
-    float* dst = out + s * c * out_hw;
-    for (int64_t e = 0; e < out_hw; ++e) {
-      const float y = ys[s * out_hw + e], xx = xs[s * out_hw + e];
-      const float y0f = std::floor(y), x0f = std::floor(xx);
-      const float fy = y - y0f, fx = xx - x0f;
-      const float wy[2] = {1.0f - fy, fy}, wx[2] = {1.0f - fx, fx};
-      const int64_t y0 = (int64_t)y0f, x0 = (int64_t)x0f;
-      const int64_t rows[2] = {border_map(y0, h, mode), border_map(y0 + 1, h, mode)};
-      const int64_t cols[2] = {border_map(x0, w, mode), border_map(x0 + 1, w, mode)};
-      int64_t idx[4];
-      float weight[4], valid[4];
-      for (int a = 0; a < 2; ++a)
-        for (int b = 0; b < 2; ++b) {
-          const int64_t i = rows[a] * w + cols[b];
-          idx[2 * a + b] = i < 0 ? 0 : i;
-          valid[2 * a + b] = (rows[a] >= 0 && cols[b] >= 0) ? 1.0f : 0.0f;
-          weight[2 * a + b] = wy[a] * wx[b];
-        }
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<int64_t> idx(4 * out_hw);  // per tap: the source index, its weight and validity
+    std::vector<float> weight(4 * out_hw), valid(4 * out_hw);
+#pragma omp for schedule(static)
+    for (int64_t s = 0; s < n; ++s) {
+      for (int64_t e = 0; e < out_hw; ++e) {
+        const float y = ys[s * out_hw + e], xx = xs[s * out_hw + e];
+        const float y0f = std::floor(y), x0f = std::floor(xx);
+        const float fy = y - y0f, fx = xx - x0f;
+        const float wy[2] = {1.0f - fy, fy}, wx[2] = {1.0f - fx, fx};
+        const int64_t y0 = (int64_t)y0f, x0 = (int64_t)x0f;
+        const int64_t rows[2] = {border_map(y0, h, mode), border_map(y0 + 1, h, mode)};
+        const int64_t cols[2] = {border_map(x0, w, mode), border_map(x0 + 1, w, mode)};
+        for (int a = 0; a < 2; ++a)
+          for (int b = 0; b < 2; ++b) {
+            const int64_t i = rows[a] * w + cols[b], t = (2 * a + b) * out_hw + e;
+            idx[t] = i < 0 ? 0 : i;
+            valid[t] = (rows[a] >= 0 && cols[b] >= 0) ? 1.0f : 0.0f;
+            weight[t] = wy[a] * wx[b];
+          }
+      }
       for (int64_t ch = 0; ch < c; ++ch) {
-        const float* plane = img + ch * hw;
-        float acc = 0.0f;
-        for (int t = 0; t < 4; ++t) {
-          const float v = mode == 2 ? plane[idx[t]] * valid[t] : plane[idx[t]];
-          const float term = v * weight[t];
-          acc = t == 0 ? term : acc + term;
+        const float* plane = x + (s * c + ch) * hw;
+        float* dst = out + (s * c + ch) * out_hw;
+        const int64_t *i0 = idx.data(), *i1 = i0 + out_hw, *i2 = i1 + out_hw, *i3 = i2 + out_hw;
+        const float *w0 = weight.data(), *w1 = w0 + out_hw, *w2 = w1 + out_hw, *w3 = w2 + out_hw;
+        if (mode == 2) {
+          const float *v0 = valid.data(), *v1 = v0 + out_hw, *v2 = v1 + out_hw, *v3 = v2 + out_hw;
+#pragma omp simd
+          for (int64_t e = 0; e < out_hw; ++e)
+            dst[e] = (((plane[i0[e]] * v0[e]) * w0[e] + (plane[i1[e]] * v1[e]) * w1[e]) + (plane[i2[e]] * v2[e]) * w2[e]) +
+                     (plane[i3[e]] * v3[e]) * w3[e];
+        } else {
+#pragma omp simd
+          for (int64_t e = 0; e < out_hw; ++e)
+            dst[e] = ((plane[i0[e]] * w0[e] + plane[i1[e]] * w1[e]) + plane[i2[e]] * w2[e]) + plane[i3[e]] * w3[e];
         }
-        dst[ch * out_hw + e] = acc;
       }
     }
   }
