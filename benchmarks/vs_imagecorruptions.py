@@ -88,6 +88,35 @@ def _ours(x: torch.Tensor, name: str, severity: int, kernel: str) -> Callable[[]
     return run
 
 
+def _bare_jpeg(imgs: np.ndarray, quality: int) -> Callable[[], object]:
+    """Pillow's JPEG save + open + decode alone on the same images: the floor of any JPEG
+    corruption built on that codec (ours and imagecorruptions' alike)."""
+    import io
+
+    from PIL import Image
+
+    pictures = [Image.fromarray(img) for img in imgs]
+
+    def run() -> None:
+        for picture in pictures:
+            buffer = io.BytesIO()
+            picture.save(buffer, format="JPEG", quality=quality)
+            buffer.seek(0)
+            Image.open(buffer).load()
+
+    return run
+
+
+def _jpeg_floor(imgs: np.ndarray, theirs: float, severity: int, repeat: int, clock: str) -> str:
+    """One line: the bare codec's images/s and its ratio to imagecorruptions (the most a JPEG
+    corruption on this codec can reach where the codec's work dominates)."""
+    quality = int(corruptions.get("jpeg_compression").params(severity, "imagenet")["quality"])
+    codec = interleaved({"codec": _bare_jpeg(imgs, quality)}, repeat, clock)["codec"] / len(imgs)
+    return (f"jpeg_compression: Pillow's bare save + open + decode (quality {quality}) runs {1 / codec:.0f} img/s "
+            f"on these images, {ratio(theirs, codec)} imagecorruptions' speed: the codec work alone, where it "
+            f"dominates (large images; ours runs torchvision's build of the same libjpeg-turbo)")
+
+
 def bench_size(corrupt: Callable, size: int, n: int, ref_n: int, args: argparse.Namespace) -> None:
     """Time every corruption at one image size and print its table."""
     clock = check_clock(args.clock, torch.get_num_threads())
@@ -96,7 +125,7 @@ def bench_size(corrupt: Callable, size: int, n: int, ref_n: int, args: argparse.
     np.random.seed(0)  # imagecorruptions draws from numpy's global generator
     kernels = parse_stream_kernels(args.kernels + (",compiled" if args.compiled_hash else ""))
     variants = [(f"ours {k}" if len(kernels) > 1 else "ours", k) for k in kernels]
-    rows, crashed = [], []
+    rows, crashed, notes = [], [], []
     totals = dict.fromkeys([*(lab for lab, _ in variants), "theirs"], 0.0)
     for name in corruptions.names(args.corruptions):
         try:
@@ -113,6 +142,8 @@ def bench_size(corrupt: Callable, size: int, n: int, ref_n: int, args: argparse.
         for lab in per:
             totals[lab] += per[lab]
         totals["theirs"] += theirs
+        if name == "jpeg_compression":
+            notes.append(_jpeg_floor(imgs, theirs, args.severity, args.repeat, clock))
         rows.append([name, *(f"{1 / per[lab]:.0f}" for lab in per), f"{1 / theirs:.0f}",
                      *(ratio(theirs, per[lab]) for lab in per)])
         print("  ".join(rows[-1]), file=sys.stderr, flush=True)  # progress
@@ -125,6 +156,8 @@ def bench_size(corrupt: Callable, size: int, n: int, ref_n: int, args: argparse.
     labels = [lab for lab, _ in variants]
     print_table(["corruption", *(f"{lab} img/s" for lab in labels), "imagecorruptions img/s",
                  *(f"{lab} / imagecorruptions" for lab in labels)], rows, args.markdown)
+    for note in notes:
+        print(f"\n{note}")
     if crashed:
         print(f"\nimagecorruptions crashes on: {'; '.join(crashed)}")
 
