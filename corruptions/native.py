@@ -52,6 +52,14 @@ static inline uint32_t mix32(uint32_t x) {
   return x;
 }
 
+// apply's 8-bit level of a float32 result: floor(clamp(v, 0, 1) * 255 + 1e-4), the product and
+// the sum rounded apart as torch's two ops do; NaN gives level 0 (torch's float -> int16 -> uint8)
+static inline uint8_t level_u8(float v) {
+  v = v > 0.0f ? v : 0.0f;  // NaN -> 0 too
+  v = v < 1.0f ? v : 1.0f;
+  return (uint8_t)(int32_t)std::floor(v * 255.0f + 1e-4f);
+}
+
 extern "C" {
 
 // out[r, i] = mix(mix(mix(i ^ k0[r]) ^ k1[r]) + k0[r]) (uint32 arithmetic, stored as int32).
@@ -102,11 +110,7 @@ void poisson_levels(const float* x, const int32_t* bits, int64_t n, const float*
 // output (what torch's float -> int16 -> uint8 gives), NaN for float output (level / 255).
 void quantize_u8(const float* x, int64_t n, uint8_t* out, int threads) {
 #pragma omp parallel for simd schedule(static) num_threads(threads)
-  for (int64_t e = 0; e < n; ++e) {
-    float v = x[e] > 0.0f ? x[e] : 0.0f;  // NaN -> 0 too
-    v = v < 1.0f ? v : 1.0f;
-    out[e] = (uint8_t)(int32_t)std::floor(v * 255.0f + 1e-4f);
-  }
+  for (int64_t e = 0; e < n; ++e) out[e] = level_u8(x[e]);
 }
 
 void quantize_f32(const float* x, int64_t n, float* out, int threads) {
@@ -332,15 +336,19 @@ def water_mask(lu8: torch.Tensor, tan22: float, tan67: float) -> torch.Tensor:
     return out
 
 
-def _box_tables(table: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+#: one axis of a BOX resize: Pillow's (source index, weight) as contiguous int32 (taps, out),
+#: or None to keep that axis (:func:`corruptions.digital.pil_box_tables`)
+Table = tuple[torch.Tensor, torch.Tensor] | None
+
+
+def _box_tables(table: Table) -> tuple[torch.Tensor, torch.Tensor]:
     """The (taps, out) int32 tables of one axis, or empty ones (taps = 0) to keep its size."""
     if table is None:
         return torch.zeros(0, 1, dtype=torch.int32), torch.zeros(0, 1, dtype=torch.int32)
     return table
 
 
-def pil_box_resize(levels: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor] | None,
-                   cols: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+def pil_box_resize(levels: torch.Tensor, rows: Table, cols: Table) -> torch.Tensor:
     """:func:`corruptions.digital.pil_box_resize` of integer levels (N, C, H, W) as int32, given
     Pillow's (source index, fixed-point weight) tables per axis as contiguous int32 (taps, out)
     (:func:`corruptions.digital.pil_box_tables`; None: size kept)."""
@@ -357,9 +365,6 @@ def pil_box_resize(levels: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor]
         x.data_ptr(), n * c, h, w, iw.data_ptr(), kw.data_ptr(), out_w, iw.shape[0], ih.data_ptr(), kh.data_ptr(),
         out_h, ih.shape[0], out.data_ptr(), torch.get_num_threads())
     return out
-
-
-Table = tuple[torch.Tensor, torch.Tensor] | None
 
 
 def pil_box_pixelate(levels: torch.Tensor, small: tuple[int, int], down: tuple[Table, Table],

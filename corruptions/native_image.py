@@ -364,22 +364,19 @@ void pil_box_resize(const int32_t* x, int64_t planes, int64_t h, int64_t w,
 }
 
 // frost on uint8 images with apply's quantisation, as uint8 levels: the float32 ops of
-// levels[x] * iw + layer * fw, clamp to [0, 1], then floor(v * 255 + 1e-4), each rounded
-// apart as torch's ops are (levels[v] = float32(v / 255) by torch's own division).
+// levels[x] * iw + layer * fw, each rounded apart as torch's ops are, then level_u8
+// (levels[v] = float32(v / 255) by torch's own division).
 void frost_blend_u8(const uint8_t* x, const float* layer, int64_t n, const float* levels, float iw, float fw,
                     uint8_t* out, int threads) {
 #pragma omp parallel for simd schedule(static) num_threads(threads)
   for (int64_t e = 0; e < n; ++e) {
-    float v = levels[x[e]] * iw + layer[e] * fw;
-    v = v > 0.0f ? v : 0.0f;
-    v = v < 1.0f ? v : 1.0f;
-    out[e] = (uint8_t)(int32_t)std::floor(v * 255.0f + 1e-4f);
+    out[e] = level_u8(levels[x[e]] * iw + layer[e] * fw);
   }
 }
 
 // spatter's blend on uint8 images (N, 3, H, W) with its mask m (N, 1, H, W) and apply's
 // quantisation, as uint8 levels. water: x + m * colour; mud: x * (1 - m) + colour * m; each
-// float32 op rounded apart as torch's are; then clamp to [0, 1] and floor(v * 255 + 1e-4).
+// float32 op rounded apart as torch's are; then level_u8.
 void spatter_blend_u8(const uint8_t* x, const float* m, int64_t n, int64_t hw, const float* levels,
                       const float* colour, int water, uint8_t* out, int threads) {
 #pragma omp parallel for schedule(static) num_threads(threads)
@@ -391,10 +388,7 @@ void spatter_blend_u8(const uint8_t* x, const float* m, int64_t n, int64_t hw, c
 #pragma omp simd
     for (int64_t e = 0; e < hw; ++e) {
       const float v0 = levels[xk[e]];
-      float v = water ? v0 + mk[e] * c : v0 * (1.0f - mk[e]) + c * mk[e];
-      v = v > 0.0f ? v : 0.0f;
-      v = v < 1.0f ? v : 1.0f;
-      ok[e] = (uint8_t)(int32_t)std::floor(v * 255.0f + 1e-4f);
+      ok[e] = level_u8(water ? v0 + mk[e] * c : v0 * (1.0f - mk[e]) + c * mk[e]);
     }
   }
 }
