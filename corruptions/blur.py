@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
-from corruptions import ops
+from corruptions import native, ops
 from corruptions.registry import DEFAULT_CHUNK_VALUES, CorruptionError, register
 from corruptions.rng import SampleRNG
 
@@ -73,6 +73,27 @@ def gaussian_blur(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.T
 # --------------------------------------------------------------------------- defocus_blur
 
 
+#: The first output version whose defocus_blur is :func:`ops.grouped_filter2d` (a fixed order)
+GROUPED_DEFOCUS_VERSION = 4
+
+
+def _defocus_kernel(params: dict) -> torch.Tensor:
+    """The anti-aliased disk of ``params`` (validated)."""
+    radius = _float_param("defocus_blur", "radius", params["radius"])
+    alias = _float_param("defocus_blur", "alias_sigma", params["alias_sigma"])
+    if alias <= 0:
+        raise CorruptionError(f"defocus_blur: alias_sigma must be > 0, got {alias!r}")
+    return ops.disk_kernel(radius, alias)
+
+
+def _defocus_levels(levels: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor | None:
+    """uint8 images to apply's uint8 levels in one native pass (version 4 on; the float path's
+    levels); None where the native kernels are not in use or the version is older."""
+    if rng.version < GROUPED_DEFOCUS_VERSION or not native.active(levels.device):
+        return None
+    return ops.grouped_filter2d(levels, _defocus_kernel(params), mode="mirror")
+
+
 @register(
     "defocus_blur",
     chunk_values=DEFAULT_CHUNK_VALUES,
@@ -85,14 +106,14 @@ def gaussian_blur(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.T
     param_names=("radius", "alias_sigma"),
     random=False,
     description="convolution with an anti-aliased disk (cv2.filter2D, BORDER_REFLECT_101)",
+    levels_fn=_defocus_levels,
 )
 def defocus_blur(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
-    """Each channel correlated with the normalised, Gaussian-smoothed disk of ``radius``."""
-    radius = _float_param("defocus_blur", "radius", params["radius"])
-    alias = _float_param("defocus_blur", "alias_sigma", params["alias_sigma"])
-    if alias <= 0:
-        raise CorruptionError(f"defocus_blur: alias_sigma must be > 0, got {alias!r}")
-    kernel = ops.disk_kernel(radius, alias)
+    """Each channel correlated with the normalised, Gaussian-smoothed disk of ``radius``
+    (from output version 4 as equal-weight tap sums in a fixed order, before as one convolution)."""
+    kernel = _defocus_kernel(params)
+    if rng.version >= GROUPED_DEFOCUS_VERSION:
+        return ops.grouped_filter2d(images, kernel, mode="mirror")
     return ops.filter2d(images, kernel, mode="mirror")
 
 

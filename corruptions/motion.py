@@ -15,7 +15,7 @@ batch (few calls, few kernel launches on a GPU); both add
 the same products in the same order, so they give the same bits. Output versions 1 and 2
 (:mod:`corruptions.streams`) blur images of 96x96 px and more by one FFT convolution per
 sample with the dense kernel instead (the same result up to float rounding; it was the
-faster way before the shifted-window sum); version 3 sums the taps at every size.
+faster way before the shifted-window sum); versions 3 on sum the taps at every size.
 """
 
 from __future__ import annotations

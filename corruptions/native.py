@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import itertools
 import os
 import platform
 import subprocess
@@ -239,6 +240,8 @@ def _library(compiler: str) -> ctypes.CDLL:
     lib.sample_bilinear.argtypes = [p, i64, i64, i64, i64, p, p, i64, i64, c_int, p, c_int]
     lib.spatter_blend_u8.argtypes = [p, p, i64, i64, p, p, c_int, p, c_int]
     lib.frost_blend_u8.argtypes = [p, p, i64, p, ctypes.c_float, ctypes.c_float, p, c_int]
+    lib.grouped_filter_f32.argtypes = [p, i64, i64, i64, p, i64, p, i64, i64, i64, p, p, p, p, p, i64, p, c_int]
+    lib.grouped_filter_u8.argtypes = [p, i64, i64, i64, p, i64, p, i64, i64, i64, p, p, p, p, p, i64, p, p, c_int]
     lib.pil_box_pixelate.argtypes = [p, i64, i64, i64, p, p, i64, i64, p, p, i64, i64, p, p, i64, p, p, i64, p, c_int]
     return lib
 
@@ -291,20 +294,14 @@ def quantize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def _pass_tables(taps: list[float], size: int, mode: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """(float32 taps, offsets, padded-position -> source index) of one shift-filter pass, the
     nonzero taps only, in order; None where ops.shift_filter skips the pass (radius 0)."""
-    from corruptions.ops import border_indices
+    from corruptions.ops import padded_indices
 
     before = (len(taps) - 1) // 2
     if before == 0:
         return None
-    after = len(taps) - 1 - before
-    if mode == "constant":
-        pos = torch.arange(-before, size + after)
-        idx = torch.where((pos >= 0) & (pos < size), pos, -1)
-    else:
-        idx = border_indices(size, before, after, mode, torch.device("cpu"))
+    idx = padded_indices(size, before, len(taps) - 1 - before, mode)
     kept = [(t, i) for i, t in enumerate(taps) if t != 0]
-    return (torch.tensor([t for t, _ in kept], dtype=torch.float32), torch.tensor([i for _, i in kept]),
-            idx.to(torch.int64).contiguous())
+    return torch.tensor([t for t, _ in kept], dtype=torch.float32), torch.tensor([i for _, i in kept]), idx
 
 
 def shift_filter(x: torch.Tensor, taps_h: list[float], taps_w: list[float], mode: str) -> torch.Tensor:
@@ -421,4 +418,30 @@ def sample_bilinear(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: s
     out = torch.empty((n, c, ho, wo), dtype=torch.float32)
     _library(str(cpp_compiler())).sample_bilinear(x.data_ptr(), n, c, h, w, ys.data_ptr(), xs.data_ptr(), ho, wo,
                                                   _BORDER_CODES[mode], out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def grouped_filter(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, ry: int,
+                   terms: list[tuple[int, int, int]], sizes: list[int], weights: list[float]) -> torch.Tensor:
+    """:func:`corruptions.ops.grouped_filter2d` of float32 planes (P, H, W), or of uint8 levels
+    written as apply's 8-bit levels, in one pass per plane: the eager slices' operations in order.
+
+    ``rows``/``cols``: padded position -> source index (-1: zero); ``terms``: (kind, row, column)
+    with kind 1 a pair row (row = its distance a), kind 0 a padded row, both at a padded column;
+    group g is the next ``sizes[g]`` terms, of weight ``weights[g]``.
+    """
+    x = x.contiguous()
+    h, w = x.shape[-2:]
+    kind, off, col = (torch.tensor(v, dtype=torch.int64) for v in zip(*terms, strict=True))
+    start = torch.tensor([0, *itertools.accumulate(sizes)], dtype=torch.int64)
+    wt = torch.tensor(weights, dtype=torch.float32)
+    pairs = max([r for k, r, _ in terms if k], default=0)
+    out = torch.empty_like(x)
+    args = (x.data_ptr(), x.numel() // (h * w), h, w, rows.data_ptr(), rows.numel(), cols.data_ptr(), cols.numel(),
+            ry, pairs, kind.data_ptr(), off.data_ptr(), col.data_ptr(), start.data_ptr(), wt.data_ptr(), wt.numel())
+    lib = _library(str(cpp_compiler()))
+    if x.dtype == torch.uint8:
+        lib.grouped_filter_u8(*args, _levels().data_ptr(), out.data_ptr(), torch.get_num_threads())
+    else:
+        lib.grouped_filter_f32(*args, out.data_ptr(), torch.get_num_threads())
     return out

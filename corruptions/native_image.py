@@ -13,6 +13,7 @@ IMAGE_SOURCE = r"""
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 extern "C" {
@@ -453,6 +454,133 @@ void sample_bilinear(const float* x, int64_t n, int64_t c, int64_t h, int64_t w,
       }
     }
   }
+}
+
+
+}  // extern "C"
+
+// ops.grouped_filter2d of `planes` planes of h x w. Each plane is padded into a float scratch by
+// the row and column maps (padded position -> source index, -1 for zero). Per output row y,
+// pair row a = padded row (y + ry - a) + padded row (y + ry + a), a = 1..pairs; then every
+// output is the float32 value (w_0 * S_0) + w_1 * S_1 + ... over the weight groups in order,
+// S_g the sum of its terms in order, term m read from pair row a_m (kind 1) or padded row
+// y + dy_m (kind 0) at column x + dx_m; each product and sum rounded apart (as the eager
+// slices' ops). Blocks of up to 128 outputs keep the sums in vector registers; rows narrower
+// than 16 run one output at a time through the same operations.
+typedef float v16f __attribute__((vector_size(64)));
+
+static inline v16f load16(const float* p) { v16f v; std::memcpy(&v, p, sizeof v); return v; }
+
+template <int U>
+static inline void group_block(const float* const* term, int64_t i, const int64_t* start, const float* wt,
+                               int64_t groups, float* o) {
+  v16f acc[U], s[U];
+  for (int64_t g = 0; g < groups; ++g) {
+    const float* b0 = term[start[g]] + i;
+    for (int u = 0; u < U; ++u) s[u] = load16(b0 + 16 * u);
+    for (int64_t m = start[g] + 1; m < start[g + 1]; ++m) {
+      const float* b = term[m] + i;
+      for (int u = 0; u < U; ++u) s[u] = s[u] + load16(b + 16 * u);
+    }
+    const float w = wt[g];
+    for (int u = 0; u < U; ++u) acc[u] = g == 0 ? s[u] * w : acc[u] + s[u] * w;
+  }
+  std::memcpy(o, acc, sizeof acc);
+}
+
+static inline float group_one(const float* const* term, int64_t i, const int64_t* start, const float* wt,
+                              int64_t groups) {
+  float acc = 0.0f;
+  for (int64_t g = 0; g < groups; ++g) {
+    float s = term[start[g]][i];
+    for (int64_t m = start[g] + 1; m < start[g + 1]; ++m) s = s + term[m][i];
+    acc = g == 0 ? s * wt[g] : acc + s * wt[g];
+  }
+  return acc;
+}
+
+// a row of w >= 16 U outputs in blocks of 16 U; the last block ends at w, overlapping the one
+// before (the same values again): U independent sums per term keep the adds' latency hidden
+template <int U>
+static inline void blocks(const float* const* term, int64_t w, const int64_t* start, const float* wt, int64_t groups,
+                          float* line) {
+  int64_t i = 0;
+  for (; i + 16 * U <= w; i += 16 * U) group_block<U>(term, i, start, wt, groups, line + i);
+  if (i < w) group_block<U>(term, w - 16 * U, start, wt, groups, line + w - 16 * U);
+}
+
+static inline float to_float(float v, const float*) { return v; }
+static inline float to_float(uint8_t v, const float* levels) { return levels[v]; }
+static inline void put(float* o, int64_t i, float v) { o[i] = v; }
+static inline void put(uint8_t* o, int64_t i, float v) { o[i] = level_u8(v); }
+
+// columns rx .. rx + w - 1 of a padded row are the source row itself in every border mode
+template <typename In>
+static void pad_plane(const In* src, int64_t w, const int64_t* rows, int64_t ph, const int64_t* cols, int64_t pw,
+                      int64_t rx, const float* levels, float* pad) {
+  for (int64_t r = 0; r < ph; ++r) {  // index -1: the constant border's zero
+    float* d = pad + r * pw;
+    if (rows[r] < 0) { std::fill(d, d + pw, 0.0f); continue; }
+    const In* l = src + rows[r] * w;
+    for (int64_t c = 0; c < rx; ++c) d[c] = cols[c] < 0 ? 0.0f : to_float(l[cols[c]], levels);
+#pragma omp simd
+    for (int64_t c = 0; c < w; ++c) d[rx + c] = to_float(l[c], levels);
+    for (int64_t c = rx + w; c < pw; ++c) d[c] = cols[c] < 0 ? 0.0f : to_float(l[cols[c]], levels);
+  }
+}
+
+template <typename In, typename Out>
+static void grouped_filter(const In* x, int64_t planes, int64_t h, int64_t w, const int64_t* rows, int64_t ph,
+                           const int64_t* cols, int64_t pw, int64_t ry, int64_t pairs, const int64_t* kind,
+                           const int64_t* dy, const int64_t* dx, const int64_t* start, const float* wt, int64_t groups,
+                           const float* levels, Out* out, int threads) {
+  const int64_t terms = start[groups];
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> pad(ph * pw), pair((pairs + 1) * pw), line(w);
+    std::vector<const float*> term(terms);
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < planes; ++p) {
+      pad_plane(x + p * h * w, w, rows, ph, cols, pw, (pw - w) / 2, levels, pad.data());
+      Out* dst = out + p * h * w;
+      for (int64_t y = 0; y < h; ++y) {
+        const float* centre = pad.data() + (y + ry) * pw;
+        for (int64_t a = 1; a <= pairs; ++a) {
+          const float *up = centre - a * pw, *down = centre + a * pw;
+          float* q = pair.data() + a * pw;
+#pragma omp simd
+          for (int64_t c = 0; c < pw; ++c) q[c] = up[c] + down[c];
+        }
+        for (int64_t m = 0; m < terms; ++m)
+          term[m] = (kind[m] ? pair.data() + dy[m] * pw : pad.data() + (y + dy[m]) * pw) + dx[m];
+        if (w >= 128) blocks<8>(term.data(), w, start, wt, groups, line.data());
+        else if (w >= 64) blocks<4>(term.data(), w, start, wt, groups, line.data());
+        else if (w >= 32) blocks<2>(term.data(), w, start, wt, groups, line.data());
+        else if (w >= 16) blocks<1>(term.data(), w, start, wt, groups, line.data());
+        else for (int64_t i = 0; i < w; ++i) line[i] = group_one(term.data(), i, start, wt, groups);
+        for (int64_t k = 0; k < w; ++k) put(dst + y * w, k, line[k]);
+      }
+    }
+  }
+}
+
+extern "C" {
+
+void grouped_filter_f32(const float* x, int64_t planes, int64_t h, int64_t w, const int64_t* rows, int64_t ph,
+                        const int64_t* cols, int64_t pw, int64_t ry, int64_t pairs, const int64_t* kind,
+                        const int64_t* dy, const int64_t* dx, const int64_t* start, const float* wt, int64_t groups,
+                        float* out, int threads) {
+  grouped_filter(x, planes, h, w, rows, ph, cols, pw, ry, pairs, kind, dy, dx, start, wt, groups, nullptr, out,
+                 threads);
+}
+
+// the same on uint8 levels (levels[v] = float32(v / 255)), written as apply's 8-bit levels
+void grouped_filter_u8(const uint8_t* x, int64_t planes, int64_t h, int64_t w, const int64_t* rows, int64_t ph,
+                       const int64_t* cols, int64_t pw, int64_t ry, int64_t pairs, const int64_t* kind,
+                       const int64_t* dy, const int64_t* dx, const int64_t* start, const float* wt, int64_t groups,
+                       const float* levels, uint8_t* out, int threads) {
+  grouped_filter(x, planes, h, w, rows, ph, cols, pw, ry, pairs, kind, dy, dx, start, wt, groups, levels, out,
+                 threads);
 }
 
 }

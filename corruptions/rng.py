@@ -365,7 +365,7 @@ class SampleRNG:
         """Standard normal values, shape (N, *shape), by inverse CDF of one uniform stream.
 
         Half the hashing of :meth:`normal` (one stream instead of two); |z| <= 5.4. Stream
-        version 1: float64 ndtri; versions 2 and 3: float32 erfinv (:mod:`corruptions.streams`).
+        version 1: float64 ndtri; versions 2 on: float32 erfinv (:mod:`corruptions.streams`).
         """
         if self.version >= 2:
             from corruptions.streams import normal_from_bits24

@@ -128,7 +128,7 @@ class RunSpec(_Spec):
     baseline: str | None = None
     preset: str | None = None
     frost_dir: str | None = None  # frost photographs (or "procedural"); None: the default order
-    streams: int | None = None  # random-stream version of the corruptions; None: the default (2)
+    streams: int | None = None  # random-stream version of the corruptions; None: the default (4)
     workers: int = 0
     resume: bool = False
     out: str | None = None
@@ -267,7 +267,7 @@ class SweepSpec(_Spec):
     root: str | None = None
     download: bool = False
     frost_dir: str | None = None  # frost photographs (or "procedural"); None: the default order
-    streams: int | None = None  # random-stream version of the corruptions; None: the default (2)
+    streams: int | None = None  # random-stream version of the corruptions; None: the default (4)
     progress: bool = True
 
     def __post_init__(self) -> None:

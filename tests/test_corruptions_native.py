@@ -10,7 +10,15 @@ import torch
 import corruptions
 from corruptions import native
 from corruptions.digital import pil_box_resize
-from corruptions.ops import gaussian_kernel1d, sample_bilinear, shift_filter, shift_gaussian
+from corruptions.ops import (
+    disk_kernel,
+    filter2d,
+    gaussian_kernel1d,
+    grouped_filter2d,
+    sample_bilinear,
+    shift_filter,
+    shift_gaussian,
+)
 from corruptions.rng import SampleRNG
 from corruptions.streams import invert_levels, level_mask, level_tables
 from corruptions.weather import _water_mask
@@ -42,8 +50,8 @@ def _both(fn):
 @needs_compiler
 @pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
                                   "spatter", "glass_blur", "snow", "frost", "pixelate",
-                                  "elastic_transform"])  # fmt: skip
-@pytest.mark.parametrize("streams", [1, 2, 3])
+                                  "elastic_transform", "defocus_blur"])  # fmt: skip
+@pytest.mark.parametrize("streams", [1, 2, 3, 4])
 def test_native_kernels_give_the_eager_bits(name: str, streams: int, kernels_restored) -> None:
     """Whole corruptions (float and uint8 inputs, every stream version) agree bit for bit."""
     x = _images()
@@ -182,7 +190,7 @@ def test_native_pil_box_resize_gives_the_eager_levels(kernels_restored) -> None:
 
 
 @needs_compiler
-@pytest.mark.parametrize("name", ["spatter", "pixelate", "frost", "gaussian_noise"])
+@pytest.mark.parametrize("name", ["spatter", "pixelate", "frost", "gaussian_noise", "defocus_blur"])
 def test_native_kernels_give_the_same_bits_at_any_thread_count(name: str, kernels_restored) -> None:
     """The native loops split work over planes or elements, never inside a sum."""
     native.set_kernels("native")
@@ -214,3 +222,37 @@ def test_native_sample_bilinear_gives_the_eager_bits(mode: str, kernels_restored
             eager, nat = _both(functools.partial(sample_bilinear, x, *coords, mode))
             assert torch.equal(eager.isnan(), nat.isnan()), (h, w)
             assert torch.equal(eager.nan_to_num(), nat.nan_to_num()), (h, w)
+
+
+@needs_compiler
+@pytest.mark.parametrize("mode", ["nearest", "mirror", "reflect", "wrap", "constant"])
+def test_native_grouped_filter_gives_the_eager_bits(mode: str, kernels_restored) -> None:
+    """Disks of every preset size and a kernel without symmetry, rows narrower than one vector,
+    between the block widths and wider than the widest block, pads longer than the axis."""
+    g = torch.Generator().manual_seed(2)
+    odd = torch.rand(5, 7, dtype=torch.float64, generator=g)
+    odd[1, 2], odd[0, 0] = odd[3, 2], 0.0  # one mirrored pair, one zero tap
+    kernels = [disk_kernel(0.3, 0.4), disk_kernel(1.5, 0.1), disk_kernel(6, 0.5), disk_kernel(10, 0.5), odd]
+    for h, w in [(1, 1), (3, 5), (9, 17), (12, 33), (5, 70), (4, 131), (2, 230)]:
+        x = torch.rand(2, 3, h, w, generator=g)
+        for k in kernels:
+            eager, nat = _both(functools.partial(grouped_filter2d, x, k, mode))
+            assert torch.equal(eager, nat), (h, w, tuple(k.shape))
+            assert (nat - filter2d(x, k, mode)).abs().max().item() < 1e-5  # the same correlation
+
+
+@needs_compiler
+def test_native_grouped_filter_of_uint8_gives_the_float_paths_levels(kernels_restored) -> None:
+    """uint8 in, apply's 8-bit levels out: the levels of the float path (division, filter, truncation)."""
+    native.set_kernels("native")
+    g = torch.Generator().manual_seed(3)
+    u8 = torch.randint(0, 256, (3, 3, 21, 150), dtype=torch.uint8, generator=g)
+    u8[0, 0] = 255  # a flat white plane sums to >= 1: the truncation's clamp
+    for k in (disk_kernel(1, 0.2), disk_kernel(8, 0.5)):
+        want = native.quantize(grouped_filter2d(torch.div(u8, 255.0), k).contiguous(), torch.uint8)
+        assert torch.equal(grouped_filter2d(u8, k), want)
+    native.set_kernels("eager")
+    with pytest.raises(ValueError, match="uint8 levels"):
+        grouped_filter2d(u8, disk_kernel(1, 0.2))
+    with pytest.raises(ValueError, match="nonzero tap"):
+        grouped_filter2d(u8.float(), torch.zeros(3, 3))

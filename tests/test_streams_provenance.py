@@ -38,19 +38,19 @@ def _interrupt(run: Path, drop_streams: bool = False) -> None:
 
 
 def test_run_manifests_record_the_version_and_resume_refuses_another(tmp_path: Path) -> None:
-    assert _run(tmp_path / "v3").manifest["config"]["streams"] == 3
-    assert json.loads((tmp_path / "v3" / "manifest.json").read_text())["config"]["streams"] == 3
+    assert _run(tmp_path / "v4").manifest["config"]["streams"] == 4
+    assert json.loads((tmp_path / "v4" / "manifest.json").read_text())["config"]["streams"] == 4
     assert _run(tmp_path / "v1", streams=1).manifest["config"]["streams"] == 1
-    _interrupt(tmp_path / "v3")
-    with pytest.raises(UserError, match=r"streams=3, not 1.*--streams picks"):
-        _run(tmp_path / "v3", resume=True, streams=1)
-    assert _run(tmp_path / "v3", resume=True).manifest["config"]["streams"] == 3
+    _interrupt(tmp_path / "v4")
+    with pytest.raises(UserError, match=r"streams=4, not 1.*--streams picks"):
+        _run(tmp_path / "v4", resume=True, streams=1)
+    assert _run(tmp_path / "v4", resume=True).manifest["config"]["streams"] == 4
 
 
 def test_runs_from_before_versioning_resume_as_version_1_only(tmp_path: Path) -> None:
     _run(tmp_path / "old", streams=1)
     _interrupt(tmp_path / "old", drop_streams=True)
-    with pytest.raises(UserError, match="streams=1, not 3"):
+    with pytest.raises(UserError, match="streams=1, not 4"):
         _run(tmp_path / "old", resume=True)
     _run(tmp_path / "old", resume=True, streams=1)
 
@@ -61,17 +61,17 @@ def test_comparisons_name_runs_made_with_different_versions(tmp_path: Path) -> N
     _run(tmp_path / "a", streams=1)
     _run(tmp_path / "b")
     problems = check_same_data(load_runs([tmp_path / "a", tmp_path / "b"]))
-    assert any(p.startswith("random-stream version differs: 1 (a) vs 3 (b)") or
-               p.startswith("random-stream version differs: 3 (b) vs 1 (a)") for p in problems), problems  # fmt: skip
+    assert any(p.startswith("random-stream version differs: 1 (a) vs 4 (b)") or
+               p.startswith("random-stream version differs: 4 (b) vs 1 (a)") for p in problems), problems  # fmt: skip
 
 
 def test_run_and_sweep_specs_take_the_version_and_refuse_bad_ones() -> None:
     from robustbench_act.specs import RunSpec, SweepSpec
 
-    assert RunSpec().streams == 3 and RunSpec(streams=1).streams == 1
+    assert RunSpec().streams == 4 and RunSpec(streams=1).streams == 1
     assert SweepSpec(out="x", models="cnn_small", activations="relu", streams="v1").streams == 1
-    with pytest.raises(UserError, match=r"--streams: unknown random-stream version 4; valid: 1, 2, 3"):
-        RunSpec(streams=4)
+    with pytest.raises(UserError, match=r"--streams: unknown random-stream version 5; valid: 1, 2, 3, 4"):
+        RunSpec(streams=5)
 
 
 def test_a_sweep_does_not_mix_stream_versions(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_a_sweep_does_not_mix_stream_versions(tmp_path: Path) -> None:
     legacy = tmp_path / cells[0].name / EVAL_DIR  # evaluated before manifests named the version
     legacy.mkdir(parents=True)
     (legacy / "manifest.json").write_text(json.dumps({"config": {"corruptions": ["shot_noise"]}}))
-    with pytest.raises(UserError, match=r"version 1, now it would be 3; add --streams 1"):
+    with pytest.raises(UserError, match=r"version 1, now it would be 4; add --streams 1"):
         check_stream_version(tmp_path, cells, None)
     check_stream_version(tmp_path, cells, 1)
     new = tmp_path / cells[1].name / EVAL_DIR

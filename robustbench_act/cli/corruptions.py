@@ -310,7 +310,7 @@ def export_command(
         None, "--frost-dir",
         help="Folder of frost photographs (default: $ACTBENCH_FROST_DIR, an installed package's, else procedural).",
     ),
-    streams: int | None = typer.Option(None, "--streams", show_default=False, help="Output version of the corruptions: 3 (default), 2 (motion blur by FFT from 96x96 px) or 1 (runs made before 0.2: slower noise streams) [default: $CORRUPTIONS_STREAMS, else 3]."),
+    streams: int | None = typer.Option(None, "--streams", show_default=False, help="Output version of the corruptions: 4 (default), 3 (defocus blur by one convolution), 2 (and motion blur by FFT from 96x96 px) or 1 (runs made before 0.2: slower noise streams) [default: $CORRUPTIONS_STREAMS, else 4]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
     plugin: list[Path] = typer.Option(
         None, "--plugin", help="Python file registering more corruptions (repeatable)."

@@ -176,7 +176,7 @@ def run_command(
     frost_dir: Path | None = typer.Option(None, "--frost-dir", show_default=False,
                                           help="Frost photographs folder, or 'procedural' [default: $ACTBENCH_FROST_DIR, an installed package's, else procedural]."),
     streams: int | None = typer.Option(None, "--streams", show_default=False,
-                                       help="Output version of the corruptions: 3 (default), 2 (motion blur by FFT from 96x96 px) or 1 (runs made before 0.2: slower noise streams) [default: $CORRUPTIONS_STREAMS, else 3]."),
+                                       help="Output version of the corruptions: 4 (default), 3 (defocus blur by one convolution), 2 (and motion blur by FFT from 96x96 px) or 1 (runs made before 0.2: slower noise streams) [default: $CORRUPTIONS_STREAMS, else 4]."),
     workers: int = typer.Option(0, "--workers", help="Data loader processes (datasets decoded per image)."),
     resume: bool = typer.Option(False, "--resume", help="Complete an interrupted run in --out without recomputing finished cells."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),

@@ -40,7 +40,7 @@ def sweep_command(
     root: Path | None = typer.Option(None, "--root", help="Dataset root for cifar10/cifar100."),
     download: bool = typer.Option(False, "--download", help="Let torchvision download CIFAR into --root."),
     frost_dir: Path | None = typer.Option(None, "--frost-dir", help="Frost photographs folder, or 'procedural' [default: $ACTBENCH_FROST_DIR, an installed package's, else procedural]."),
-    streams: int | None = typer.Option(None, "--streams", show_default=False, help="Output version of the corruptions: 3 (default), 2 (motion blur by FFT from 96x96 px) or 1 (runs made before 0.2: slower noise streams) [default: $CORRUPTIONS_STREAMS, else 3]."),
+    streams: int | None = typer.Option(None, "--streams", show_default=False, help="Output version of the corruptions: 4 (default), 3 (defocus blur by one convolution), 2 (and motion blur by FFT from 96x96 px) or 1 (runs made before 0.2: slower noise streams) [default: $CORRUPTIONS_STREAMS, else 4]."),
     as_json: bool = typer.Option(False, "--json", help="Print the status table as JSON."),
     progress: bool = typer.Option(True, "--progress/--quiet", help="Show training progress (sequential runs)."),
 ) -> None:  # fmt: skip
