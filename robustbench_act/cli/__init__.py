@@ -97,8 +97,10 @@ def main() -> None:
         requested_layeract_kernel,
         set_thread_defaults,
     )
+    from robustbench_act.memory import keep_freed_memory
 
     set_thread_defaults()  # before any command imports torch (see robustbench_act/cpu.py)
+    keep_freed_memory()  # ... and so is glibc's malloc policy (robustbench_act/memory.py)
     try:
         requested_layeract_kernel()  # a bad ACTBENCH_LAYERACT_KERNEL fails before any output
         requested_corruption_kernels()  # ... and a bad CORRUPTIONS_KERNELS
