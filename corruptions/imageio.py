@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from corruptions import native
 from corruptions.registry import CorruptionError
 
 #: Pillow modes of the images we read: channels -> mode.
@@ -192,10 +193,23 @@ def jpeg_codec_path(channels: int, quality: int) -> str:
 
 
 def _torchvision_chunk(levels: torch.Tensor, quality: int) -> torch.Tensor:
-    """Round-trip each (C, H, W) image of a uint8 (N, C, H, W) batch through torchvision's codec."""
+    """Round-trip each (C, H, W) image of a uint8 (N, C, H, W) batch through torchvision's codec.
+
+    The codec works on interleaved (H, W, C) pixels; colour images go there and back through
+    the native layout loops (one pass each, into a reused buffer and straight into the output)
+    instead of torch's strided uint8 copies, which took a third of the round trip at 224 px.
+    """
     out = torch.empty_like(levels)
-    for i in range(levels.shape[0]):
-        out[i] = _torchvision_roundtrip(levels[i].contiguous(), quality)
+    n, c, h, w = levels.shape
+    if c == 1 or not native.active(levels.device):
+        for i in range(n):
+            out[i] = _torchvision_roundtrip(levels[i].contiguous(), quality)
+        return out
+    encode, decode = _torchvision_jpeg_ops()
+    interleaved = torch.empty((h, w, c), dtype=torch.uint8)
+    for i in range(n):
+        native.to_interleaved(levels[i].contiguous(), interleaved)
+        native.to_planar(decode(encode(interleaved.permute(2, 0, 1), quality)), out[i])
     return out
 
 

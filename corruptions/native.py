@@ -242,6 +242,7 @@ def _library(compiler: str) -> ctypes.CDLL:
     lib.frost_blend_u8.argtypes = [p, p, i64, p, ctypes.c_float, ctypes.c_float, p, c_int]
     lib.grouped_filter_f32.argtypes = [p, i64, i64, i64, p, i64, p, i64, i64, i64, p, p, p, p, p, i64, p, c_int]
     lib.grouped_filter_u8.argtypes = [p, i64, i64, i64, p, i64, p, i64, i64, i64, p, p, p, p, p, i64, p, p, c_int]
+    lib.planar_to_interleaved_u8.argtypes = lib.interleaved_to_planar_u8.argtypes = [p, i64, i64, p]
     lib.pil_box_pixelate.argtypes = [p, i64, i64, i64, p, p, i64, i64, p, p, i64, i64, p, p, i64, p, p, i64, p, c_int]
     return lib
 
@@ -444,4 +445,21 @@ def grouped_filter(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, ry: 
         lib.grouped_filter_u8(*args, _levels().data_ptr(), out.data_ptr(), torch.get_num_threads())
     else:
         lib.grouped_filter_f32(*args, out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def to_interleaved(image: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """A contiguous uint8 (C, H, W) image written into ``out``'s (H, W, C) storage; ``out``."""
+    c, h, w = image.shape
+    _library(str(cpp_compiler())).planar_to_interleaved_u8(image.data_ptr(), c, h * w, out.data_ptr())
+    return out
+
+
+def to_planar(interleaved: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """A (C, H, W) view of (H, W, C)-contiguous uint8 memory written into contiguous ``out``; ``out``."""
+    c, h, w = out.shape
+    if (interleaved.shape != out.shape or interleaved.permute(1, 2, 0).stride() != (w * c, c, 1)
+            or interleaved.dtype != torch.uint8):
+        raise ValueError("to_planar needs a (C, H, W) view of interleaved (H, W, C) uint8 memory")
+    _library(str(cpp_compiler())).interleaved_to_planar_u8(interleaved.data_ptr(), c, h * w, out.data_ptr())
     return out

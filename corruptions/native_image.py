@@ -1,6 +1,7 @@
 """C++ source of the native image kernels: separable shift filters, spatter's water mask and
 Pillow's BOX resize (pixelate), frost's and spatter's blends of uint8 images, and the
-bilinear sampler (elastic_transform).
+bilinear sampler (elastic_transform), defocus blur's grouped tap sums and the JPEG
+round trip's layout changes.
 
 Built into the same library as the stream kernels (:mod:`corruptions.native`). Each kernel
 repeats its eager counterpart's float32 operations in the same order (no fused
@@ -581,6 +582,28 @@ void grouped_filter_u8(const uint8_t* x, int64_t planes, int64_t h, int64_t w, c
                        const float* levels, uint8_t* out, int threads) {
   grouped_filter(x, planes, h, w, rows, ph, cols, pw, ry, pairs, kind, dy, dx, start, wt, groups, levels, out,
                  threads);
+}
+
+
+// one uint8 image between planar (C, H, W) and interleaved (H, W, C) layout (the JPEG codec's)
+void planar_to_interleaved_u8(const uint8_t* src, int64_t c, int64_t hw, uint8_t* dst) {
+  if (c == 3) {
+    const uint8_t *r = src, *g = src + hw, *b = src + 2 * hw;
+    for (int64_t i = 0; i < hw; ++i) { dst[3 * i] = r[i]; dst[3 * i + 1] = g[i]; dst[3 * i + 2] = b[i]; }
+    return;
+  }
+  for (int64_t i = 0; i < hw; ++i)
+    for (int64_t k = 0; k < c; ++k) dst[i * c + k] = src[k * hw + i];
+}
+
+void interleaved_to_planar_u8(const uint8_t* src, int64_t c, int64_t hw, uint8_t* dst) {
+  if (c == 3) {
+    uint8_t *r = dst, *g = dst + hw, *b = dst + 2 * hw;
+    for (int64_t i = 0; i < hw; ++i) { r[i] = src[3 * i]; g[i] = src[3 * i + 1]; b[i] = src[3 * i + 2]; }
+    return;
+  }
+  for (int64_t i = 0; i < hw; ++i)
+    for (int64_t k = 0; k < c; ++k) dst[k * hw + i] = src[i * c + k];
 }
 
 }

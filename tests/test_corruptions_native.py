@@ -50,7 +50,7 @@ def _both(fn):
 @needs_compiler
 @pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
                                   "spatter", "glass_blur", "snow", "frost", "pixelate",
-                                  "elastic_transform", "defocus_blur"])  # fmt: skip
+                                  "elastic_transform", "defocus_blur", "jpeg_compression"])  # fmt: skip
 @pytest.mark.parametrize("streams", [1, 2, 3, 4])
 def test_native_kernels_give_the_eager_bits(name: str, streams: int, kernels_restored) -> None:
     """Whole corruptions (float and uint8 inputs, every stream version) agree bit for bit."""
@@ -256,3 +256,17 @@ def test_native_grouped_filter_of_uint8_gives_the_float_paths_levels(kernels_res
         grouped_filter2d(u8, disk_kernel(1, 0.2))
     with pytest.raises(ValueError, match="nonzero tap"):
         grouped_filter2d(u8.float(), torch.zeros(3, 3))
+
+
+@needs_compiler
+def test_native_layout_loops_round_trip_every_channel_count() -> None:
+    """(C, H, W) -> (H, W, C) -> (C, H, W), against torch's permutes; refuses other memory."""
+    g = torch.Generator().manual_seed(4)
+    for c, h, w in [(3, 5, 7), (1, 4, 4), (4, 3, 9), (3, 224, 224)]:
+        x = torch.randint(0, 256, (c, h, w), dtype=torch.uint8, generator=g)
+        hwc = native.to_interleaved(x, torch.empty((h, w, c), dtype=torch.uint8))
+        assert torch.equal(hwc, x.permute(1, 2, 0))
+        back = native.to_planar(hwc.permute(2, 0, 1), torch.empty_like(x))
+        assert torch.equal(back, x)
+    with pytest.raises(ValueError, match="interleaved"):
+        native.to_planar(torch.zeros(3, 4, 5, dtype=torch.uint8), torch.empty(3, 4, 5, dtype=torch.uint8))
