@@ -150,3 +150,20 @@ def use_stream_kernels(kernel: str) -> None:
 
     corruptions.native.set_kernels("eager" if kernel == "compiled" else kernel)
     corruptions.set_compiled_hash(kernel == "compiled")
+
+
+MALLOC_CHOICES = ("keep", "glibc")
+
+
+def add_malloc_arg(ap: object) -> None:
+    """``--malloc keep|glibc``: the allocator policy of the benchmark process (both sides)."""
+    ap.add_argument("--malloc", choices=MALLOC_CHOICES, default="keep",  # type: ignore[attr-defined]
+                    help="keep: freed memory is reused, as the actbench commands set it (robustbench_act/memory.py); "
+                         "glibc: glibc's defaults, what a plain Python process gets")
+
+
+def use_malloc(choice: str) -> str:
+    """Apply ``--malloc``; the label for the table header ("glibc" where keeping is not possible)."""
+    from robustbench_act.memory import keep_freed_memory
+
+    return "keep" if choice == "keep" and keep_freed_memory() else "glibc"

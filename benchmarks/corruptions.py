@@ -40,12 +40,14 @@ if getattr(sys.modules.get("corruptions"), "__file__", "") == __file__:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _harness import (  # noqa: E402
+    add_malloc_arg,
     check_clock,
     interleaved,
     parse_stream_kernels,
     print_table,
     ratio,
     sample_photos,
+    use_malloc,
     use_stream_kernels,
 )
 
@@ -302,7 +304,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--streams", default=str(corruptions.DEFAULT_STREAMS),
                     help="random-stream version(s) of ours, e.g. 2 or 1,2 (one column each)")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
+    add_malloc_arg(ap)
     args = ap.parse_args(argv)
+    malloc = use_malloc(args.malloc)
     versions = [corruptions.check_streams(v) for v in args.streams.split(",")]
     kernels = parse_stream_kernels(args.kernels + (",compiled" if args.compiled_hash else ""))
     if args.threads:
@@ -321,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     ktag = (lambda k: f" {k}") if len(kernels) > 1 else (lambda k: "")
     on = {(d, "eager" if k == "native" and d != "cpu" else k): None for k in kernels for d in devices}
     variants = [(f"{d}{ktag(k)}{tag(v)}", d, k, v) for d, k in on for v in versions]  # native: CPU only
-    note = f"; streams v{args.streams}; kernels {','.join(kernels)}"
+    note = f"; streams v{args.streams}; kernels {','.join(kernels)}; malloc {malloc}"
     if "compiled" in kernels:
         note += "; first compiled draw " + ", ".join(f"{d} {compile_latency(d):.1f} s" for d in devices)
     print(f"# {args.n} images {args.size}x{args.size}, preset {preset}, severity {args.severity}, "

@@ -38,7 +38,7 @@ _HERE = Path(__file__).resolve().parent  # this checkout's packages first, then 
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _harness import layeract_kernel_env, print_table, split_kernel  # noqa: E402
+from _harness import add_malloc_arg, layeract_kernel_env, print_table, split_kernel, use_malloc  # noqa: E402
 
 DEFAULT_ACTS = "relu,silu,gelu,la_silu,la_hardsilu,an_silu"
 
@@ -89,7 +89,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--epoch-images", type=int, default=None,
                     help="images of the --epoch runs (default: 10 batches)")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
+    add_malloc_arg(ap)
     args = ap.parse_args()
+    args.malloc = use_malloc(args.malloc)
     args.amps = [a.strip().lower() for a in str(args.amp).split(",") if a.strip()]
     args.layouts = [v.strip().lower() for v in (args.layouts or ("nhwc" if args.channels_last else "nchw")).split(",")]
     if not set(args.layouts) <= {"nchw", "nhwc"}:
@@ -210,8 +212,8 @@ def report(args: argparse.Namespace, dev: torch.device, setups: dict, rates: dic
     print(f"# {args.model} training step, batch {args.batch_size}, 32x32, device "
           f"{device_description(dev)}, amp {','.join(args.amps)}, layouts {','.join(args.layouts)}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY "
-          f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, {args.steps} steps x {args.repeats} "
-          f"repeats (median)")  # fmt: skip
+          f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, malloc {args.malloc}, {args.steps} steps x "
+          f"{args.repeats} repeats (median)")  # fmt: skip
     med = {a: statistics.median(rates[a]) for a in names}
     first_at = {}  # (amp, layout) -> label of the first activation there
     for a in names:

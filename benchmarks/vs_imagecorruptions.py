@@ -37,12 +37,14 @@ sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resol
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _harness import (  # noqa: E402
+    add_malloc_arg,
     check_clock,
     interleaved,
     parse_stream_kernels,
     print_table,
     ratio,
     sample_photos,
+    use_malloc,
     use_stream_kernels,
 )
 
@@ -152,7 +154,7 @@ def bench_size(corrupt: Callable, size: int, n: int, ref_n: int, args: argparse.
     print(f"\n# {size}x{size} px, preset imagenet, severity {args.severity}: ours on {n} images "
           f"in one batch, imagecorruptions on {len(imgs)} one by one; "
           f"{torch.get_num_threads()} thread(s), {args.clock} clock, best of {args.repeat}, "
-          f"streams v{corruptions.stream_version()}, kernels {','.join(kernels)}")
+          f"streams v{corruptions.stream_version()}, kernels {','.join(kernels)}, malloc {args.malloc}")
     labels = [lab for lab, _ in variants]
     print_table(["corruption", *(f"{lab} img/s" for lab in labels), "imagecorruptions img/s",
                  *(f"{lab} / imagecorruptions" for lab in labels)], rows, args.markdown)
@@ -178,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(torch.compile'd hash) or auto (the default one), e.g. native,eager")
     ap.add_argument("--compiled-hash", action="store_true", help="add a 'compiled' kernels column")
     ap.add_argument("--markdown", action="store_true", help="print markdown tables")
+    add_malloc_arg(ap)
     args = ap.parse_args(argv)
+    args.malloc = use_malloc(args.malloc)
     corrupt = load_imagecorruptions()
     if corrupt is None:
         print("imagecorruptions is not installed: nothing to compare (pip install imagecorruptions)")
