@@ -16,13 +16,14 @@ the (size, corruption) pairs that changed. Digests are for one machine and torch
 Frost uses the procedural texture here whatever is installed (the photographs an installed
 imagecorruptions provides are data, not code: they would make the digest depend on the venv).
 
-Each random-stream version has its own file (``--streams``, default 3): stream version 1
+Each random-stream version has its own file (``--streams``, default 4): stream version 1
 is ``benchmarks/stream_digests.json`` (the digests from before versioning, unchanged since),
 version N ``benchmarks/stream_digests_vN.json``.
 
 Usage: python benchmarks/stream_digest.py --streams 1 --check benchmarks/stream_digests.json
        python benchmarks/stream_digest.py --streams 2 --check benchmarks/stream_digests_v2.json
        python benchmarks/stream_digest.py --streams 3 --check benchmarks/stream_digests_v3.json
+       python benchmarks/stream_digest.py --streams 4 --check benchmarks/stream_digests_v4.json
 """
 
 from __future__ import annotations
