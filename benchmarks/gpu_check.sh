@@ -37,8 +37,8 @@ grep -A20 "^worst" "$W/cuda_tolerance_32.txt" "$W/cuda_tolerance_224.txt" | tee 
 fi
 if want corruptions; then
 step "corruption throughput (CUDA)"
-$PY benchmarks/corruptions.py --device cuda --size 32 --n 4096 --no-ref --streams 1,3 > "$W/corruptions_cuda_32.txt" 2>&1
-$PY benchmarks/corruptions.py --device cuda --size 224 --n 128 --no-ref --streams 1,3 > "$W/corruptions_cuda_224.txt" 2>&1
+$PY benchmarks/corruptions.py --device cuda --size 32 --n 4096 --no-ref --streams 1,3,4 > "$W/corruptions_cuda_32.txt" 2>&1
+$PY benchmarks/corruptions.py --device cuda --size 224 --n 128 --no-ref --streams 1,3,4 > "$W/corruptions_cuda_224.txt" 2>&1
 tail -25 "$W/corruptions_cuda_32.txt" | tee -a "$OUT/summary.txt"
 
 fi
