@@ -368,12 +368,12 @@ def grouped_filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "mirror"
             rows[k, r] = (xp[:, ry - r : ry - r + h] + xp[:, ry + r : ry + r + h]) if k else xp[:, ry + r : ry + r + h]
     acc = None
     for weight, own in zip(weights, groups, strict=True):
-        s = None
-        for k, r, q in own:
-            part = rows[k, r][..., q + rx : q + rx + w]
-            s = part if s is None else s + part
-        term = s * weight
-        acc = term if acc is None else acc + term
+        parts = [rows[k, r][..., q + rx : q + rx + w] for k, r, q in own]
+        s = parts[0] * weight if len(parts) == 1 else parts[0] + parts[1]  # in place from here: same ops
+        for part in parts[2:]:
+            s.add_(part)
+        term = s if len(parts) == 1 else s.mul_(weight)
+        acc = term if acc is None else acc.add_(term)
     return acc.reshape(n, c, h, w)  # type: ignore[union-attr]
 
 
