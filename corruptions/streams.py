@@ -25,7 +25,7 @@ by selecting its version (``corruptions.using_streams(1)``, ``apply(..., streams
   multiply per weight, in a fixed order (:func:`corruptions.ops.grouped_filter2d`), where
   versions 1-3 run one oneDNN/cuDNN convolution, whose summation order is the library's.
   Equal up to float rounding (<= 2e-6), so a few 8-bit levels differ; the same bits on
-  every machine, and with the native CPU kernels 2-3.6x faster at 224 px (uint8 in and out
+  every machine, and with the native CPU kernels 1.6-3.6x faster at 224 px (uint8 in and out
   in one pass); the eager kernels (no C++ compiler) are 1.3-1.8x slower than version 3 there.
 """
 
