@@ -361,9 +361,15 @@ def grouped_filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "mirror"
                                     [(k, r if k else r + ry, q + rx) for k, r, q in terms],
                                     [len(g) for g in groups], weights)
         return out.reshape(n, c, h, w)
-    xp = pad2d(planes, (ry, ry), (rx, rx), mode)
+    return _grouped_filter_eager(pad2d(planes, (ry, ry), (rx, rx), mode), weights, groups, h, w).reshape(n, c, h, w)
+
+
+def _grouped_filter_eager(xp: torch.Tensor, weights: list[float], groups: list[list[tuple[int, int, int]]],
+                          h: int, w: int) -> torch.Tensor:
+    """:func:`grouped_filter2d` of padded planes (P, h + 2 ry, w + 2 rx) as tensor ops (any device)."""
+    ry, rx = (xp.shape[-2] - h) // 2, (xp.shape[-1] - w) // 2
     rows: dict[tuple[int, int], torch.Tensor] = {}
-    for k, r, _ in terms:
+    for k, r, _ in (t for g in groups for t in g):
         if (k, r) not in rows:
             rows[k, r] = (xp[:, ry - r : ry - r + h] + xp[:, ry + r : ry + r + h]) if k else xp[:, ry + r : ry + r + h]
     acc = None
@@ -374,7 +380,7 @@ def grouped_filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "mirror"
             s.add_(part)
         term = s if len(parts) == 1 else s.mul_(weight)
         acc = term if acc is None else acc.add_(term)
-    return acc.reshape(n, c, h, w)  # type: ignore[union-attr]
+    return acc  # type: ignore[return-value]
 
 
 def padded_indices(size: int, before: int, after: int, mode: str) -> torch.Tensor:
