@@ -12,6 +12,7 @@ multi-threaded ones (the scripts refuse that combination).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import math
@@ -155,9 +156,9 @@ def use_stream_kernels(kernel: str) -> None:
 MALLOC_CHOICES = ("keep", "glibc")
 
 
-def add_malloc_arg(ap: object) -> None:
+def add_malloc_arg(ap: argparse.ArgumentParser) -> None:
     """``--malloc keep|glibc``: the allocator policy of the benchmark process (both sides)."""
-    ap.add_argument("--malloc", choices=MALLOC_CHOICES, default="keep",  # type: ignore[attr-defined]
+    ap.add_argument("--malloc", choices=MALLOC_CHOICES, default="keep",
                     help="keep: freed memory is reused, as the actbench commands set it (robustbench_act/memory.py); "
                          "glibc: glibc's defaults, what a plain Python process gets")
 

@@ -380,7 +380,9 @@ def _grouped_filter_eager(xp: torch.Tensor, weights: list[float], groups: list[l
             s.add_(part)
         term = s if len(parts) == 1 else s.mul_(weight)
         acc = term if acc is None else acc.add_(term)
-    return acc  # type: ignore[return-value]
+    if acc is None:  # grouped_filter2d refuses a kernel without a nonzero tap before this
+        raise ValueError("grouped_filter2d needs at least one nonzero tap")
+    return acc
 
 
 def padded_indices(size: int, before: int, after: int, mode: str) -> torch.Tensor:
