@@ -468,20 +468,27 @@ void sample_bilinear(const float* x, int64_t n, int64_t c, int64_t h, int64_t w,
 // y + dy_m (kind 0) at column x + dx_m; each product and sum rounded apart (as the eager
 // slices' ops). Blocks of up to 128 outputs keep the sums in vector registers; rows narrower
 // than 16 run one output at a time through the same operations.
-typedef float v16f __attribute__((vector_size(64)));
+// one vector register of floats: 16 with AVX-512, else 8 (GCC splits wider generic vectors
+// through the stack, 6x slower on an AVX2 machine)
+#ifdef __AVX512F__
+constexpr int LANES = 16;
+#else
+constexpr int LANES = 8;
+#endif
+typedef float vecf __attribute__((vector_size(4 * LANES)));
 
-static inline v16f load16(const float* p) { v16f v; std::memcpy(&v, p, sizeof v); return v; }
+static inline vecf load_vec(const float* p) { vecf v; std::memcpy(&v, p, sizeof v); return v; }
 
 template <int U>
 static inline void group_block(const float* const* term, int64_t i, const int64_t* start, const float* wt,
                                int64_t groups, float* o) {
-  v16f acc[U], s[U];
+  vecf acc[U], s[U];
   for (int64_t g = 0; g < groups; ++g) {
     const float* b0 = term[start[g]] + i;
-    for (int u = 0; u < U; ++u) s[u] = load16(b0 + 16 * u);
+    for (int u = 0; u < U; ++u) s[u] = load_vec(b0 + LANES * u);
     for (int64_t m = start[g] + 1; m < start[g + 1]; ++m) {
       const float* b = term[m] + i;
-      for (int u = 0; u < U; ++u) s[u] = s[u] + load16(b + 16 * u);
+      for (int u = 0; u < U; ++u) s[u] = s[u] + load_vec(b + LANES * u);
     }
     const float w = wt[g];
     for (int u = 0; u < U; ++u) acc[u] = g == 0 ? s[u] * w : acc[u] + s[u] * w;
@@ -500,14 +507,14 @@ static inline float group_one(const float* const* term, int64_t i, const int64_t
   return acc;
 }
 
-// a row of w >= 16 U outputs in blocks of 16 U; the last block ends at w, overlapping the one
-// before (the same values again): U independent sums per term keep the adds' latency hidden
+// a row of w >= LANES U outputs in blocks of LANES U; the last block ends at w, overlapping the
+// one before (the same values again): U independent sums per term keep the adds' latency hidden
 template <int U>
 static inline void blocks(const float* const* term, int64_t w, const int64_t* start, const float* wt, int64_t groups,
                           float* line) {
   int64_t i = 0;
-  for (; i + 16 * U <= w; i += 16 * U) group_block<U>(term, i, start, wt, groups, line + i);
-  if (i < w) group_block<U>(term, w - 16 * U, start, wt, groups, line + w - 16 * U);
+  for (; i + LANES * U <= w; i += LANES * U) group_block<U>(term, i, start, wt, groups, line + i);
+  if (i < w) group_block<U>(term, w - LANES * U, start, wt, groups, line + w - LANES * U);
 }
 
 static inline float to_float(float v, const float*) { return v; }
@@ -554,10 +561,10 @@ static void grouped_filter(const In* x, int64_t planes, int64_t h, int64_t w, co
         }
         for (int64_t m = 0; m < terms; ++m)
           term[m] = (kind[m] ? pair.data() + dy[m] * pw : pad.data() + (y + dy[m]) * pw) + dx[m];
-        if (w >= 128) blocks<8>(term.data(), w, start, wt, groups, line.data());
-        else if (w >= 64) blocks<4>(term.data(), w, start, wt, groups, line.data());
-        else if (w >= 32) blocks<2>(term.data(), w, start, wt, groups, line.data());
-        else if (w >= 16) blocks<1>(term.data(), w, start, wt, groups, line.data());
+        if (w >= 8 * LANES) blocks<8>(term.data(), w, start, wt, groups, line.data());
+        else if (w >= 4 * LANES) blocks<4>(term.data(), w, start, wt, groups, line.data());
+        else if (w >= 2 * LANES) blocks<2>(term.data(), w, start, wt, groups, line.data());
+        else if (w >= LANES) blocks<1>(term.data(), w, start, wt, groups, line.data());
         else for (int64_t i = 0; i < w; ++i) line[i] = group_one(term.data(), i, start, wt, groups);
         for (int64_t k = 0; k < w; ++k) put(dst + y * w, k, line[k]);
       }
