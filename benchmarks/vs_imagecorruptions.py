@@ -111,12 +111,15 @@ def _bare_jpeg(imgs: np.ndarray, quality: int) -> Callable[[], object]:
 
 def _jpeg_floor(imgs: np.ndarray, theirs: float, severity: int, repeat: int, clock: str) -> str:
     """One line: the bare codec's images/s and its ratio to imagecorruptions (the most a JPEG
-    corruption on this codec can reach where the codec's work dominates)."""
+    corruption running that codec can reach where the codec's work dominates), and which
+    path ours takes (:func:`corruptions.imageio.jpeg_codec_path`)."""
+    from corruptions.imageio import jpeg_codec_path
+
     quality = int(corruptions.get("jpeg_compression").params(severity, "imagenet")["quality"])
     codec = interleaved({"codec": _bare_jpeg(imgs, quality)}, repeat, clock)["codec"] / len(imgs)
     return (f"jpeg_compression: Pillow's bare save + open + decode (quality {quality}) runs {1 / codec:.0f} img/s "
-            f"on these images, {ratio(theirs, codec)} imagecorruptions' speed: the codec work alone, where it "
-            f"dominates (large images; ours runs torchvision's build of the same libjpeg-turbo)")
+            f"on these images, {ratio(theirs, codec)} imagecorruptions' speed; ours takes the "
+            f"{jpeg_codec_path(imgs.shape[-1], quality)} path (the same pixels)")
 
 
 def bench_size(corrupt: Callable, size: int, n: int, ref_n: int, args: argparse.Namespace) -> None:

@@ -1,11 +1,12 @@
-"""Image files and the JPEG codec of the reference scripts: Pillow's (or torchvision's, where exact).
+"""Image files and the JPEG codec of the reference scripts: Pillow's, or an exact faster path.
 
 Pillow is what the reference scripts use for JPEG (``PIL.Image.save(format='JPEG',
 quality=q)``: baseline, 4:2:0 chroma subsampling, islow DCT, libjpeg(-turbo)), so the
-JPEG corruption is the reference's codec itself. torchvision's libjpeg-turbo ops give the
-same pixels about twice as fast on small images; they are used where a probe shows them
-exact (:func:`jpeg_codec_path`). Images travel as uint8 tensors (C, H, W) with C = 1
-(grey) or 3 (RGB).
+JPEG corruption's pixels are defined as that codec's. Two faster paths give the same
+pixels and are taken only where a probe shows them exact against the installed Pillow
+(:func:`jpeg_codec_path`): the native kernel (:mod:`corruptions.native_jpeg`: the codec's
+integer pipeline without the lossless entropy coding, 2-12x faster), then torchvision's
+libjpeg-turbo ops. Images travel as uint8 tensors (C, H, W) with C = 1 (grey) or 3 (RGB).
 """
 
 from __future__ import annotations
@@ -154,26 +155,19 @@ def _torchvision_roundtrip(image: torch.Tensor, quality: int) -> torch.Tensor:
     return decode(encode(image, quality))
 
 
-@functools.lru_cache(maxsize=64)
-def _torchvision_exact(channels: int, quality: int) -> bool:
-    """Whether torchvision's codec gives Pillow's ``save``/``open`` pixels at ``quality`` here.
-
-    Both wrap libjpeg(-turbo) with the same defaults (baseline, 4:2:0, islow DCT, fancy
-    upsampling), but they ship their own builds: the fast path is taken only if it
-    reproduces Pillow's pixels on probe images (smooth and busy blocks, sizes that are and
-    are not multiples of the 16-px colour block), else Pillow's codec runs.
-    """
-    if _torchvision_jpeg_ops() is None:
-        return False
+def _matches_pillow(roundtrip, channels: int, quality: int) -> bool:
+    """Whether ``roundtrip`` ((C, H, W) uint8 image, quality -> image) gives Pillow's
+    ``save``/``open`` pixels on probe images: smooth and busy blocks, sizes that are and are
+    not multiples of the 16-px colour block, and one narrower than three colour samples."""
     rng = np.random.default_rng(1)
     mode = MODES[channels]
-    for h, w in ((24, 40), (17, 31), (64, 48)):
+    for h, w in ((24, 40), (17, 31), (64, 48), (5, 3)):
         probe = rng.integers(0, 256, (h, w, channels), dtype=np.uint8)
         probe[h // 3 :, : w // 2] //= 3
         probe[: h // 2, w // 2 :] = np.sort(probe[: h // 2, w // 2 :], axis=1)  # gradients
         want = np.frombuffer(_saved_jpeg(mode, (w, h), probe.tobytes(), quality)[1], np.uint8)
         try:
-            got = _torchvision_roundtrip(torch.from_numpy(probe).permute(2, 0, 1).contiguous(), quality)
+            got = roundtrip(torch.from_numpy(probe).permute(2, 0, 1).contiguous(), quality)
         except Exception:  # an op that refuses these arguments: not usable
             return False
         if tuple(got.shape) != (channels, h, w) or \
@@ -182,11 +176,39 @@ def _torchvision_exact(channels: int, quality: int) -> bool:
     return True
 
 
-def jpeg_codec_path(channels: int, quality: int) -> str:
-    """Which codec path the round trip takes here: "torchvision", "direct" or "save/open".
+@functools.lru_cache(maxsize=64)
+def _torchvision_exact(channels: int, quality: int) -> bool:
+    """Whether torchvision's codec gives Pillow's ``save``/``open`` pixels at ``quality`` here.
 
-    All three give the same pixels (each fast path is checked against ``save``/``open``).
+    Both wrap libjpeg(-turbo) with the same defaults (baseline, 4:2:0, islow DCT, fancy
+    upsampling), but they ship their own builds: the path is taken only if it reproduces
+    Pillow's pixels on the probe images, else Pillow's codec runs.
     """
+    return _torchvision_jpeg_ops() is not None and _matches_pillow(_torchvision_roundtrip, channels, quality)
+
+
+@functools.lru_cache(maxsize=64)
+def _native_probe(channels: int, quality: int) -> bool:
+    """Whether the native kernel reproduces the installed Pillow codec at ``quality`` (probe images)."""
+    return _matches_pillow(lambda image, q: native.jpeg_roundtrip(image[None], q)[0], channels, quality)
+
+
+def _native_exact(channels: int, quality: int) -> bool:
+    """Whether the round trip takes the native kernel: native kernels chosen and the probe passes.
+
+    The kernel repeats libjpeg-turbo's x86 SIMD arithmetic; a Pillow built on another libjpeg
+    (IJG libjpeg 9's DCT-domain upsampling, say) fails the probe and its own codec runs.
+    """
+    return native.active(torch.device("cpu")) and _native_probe(channels, int(quality))
+
+
+def jpeg_codec_path(channels: int, quality: int) -> str:
+    """Which codec path the round trip takes here: "native", "torchvision", "direct" or "save/open".
+
+    All four give the same pixels (each fast path is checked against ``save``/``open``).
+    """
+    if _native_exact(channels, int(quality)):
+        return "native"
     if _torchvision_exact(channels, int(quality)):
         return "torchvision"
     return "direct" if _direct_encoder_config(MODES[channels], int(quality)) is not None else "save/open"
@@ -238,6 +260,8 @@ def jpeg_roundtrip(levels: torch.Tensor, quality: int, *, workers: int | None = 
     number of threads.
     """
     n, c, h, w = levels.shape
+    if _native_exact(c, int(quality)):
+        return native.jpeg_roundtrip(levels, int(quality), threads=workers)
     threads = max(1, min(workers if workers is not None else torch.get_num_threads(), 8, n // _MIN_CHUNK))
     if _torchvision_exact(c, int(quality)):
         if threads == 1:

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from corruptions.native_image import IMAGE_SOURCE
+from corruptions.native_jpeg import JPEG_SOURCE, kernel_tables
 
 #: Environment variable choosing the CPU kernels of the random streams.
 KERNELS_ENV = "CORRUPTIONS_KERNELS"
@@ -227,7 +228,7 @@ def cache_dir(app: str) -> Path:
 @functools.cache
 def _library(compiler: str) -> ctypes.CDLL:
     """The built stream kernels, loaded, with their argument types declared."""
-    path = build(SOURCE + IMAGE_SOURCE, "streams", cache_dir("corruptions"), compiler, label="the corruptions' C++ kernels",
+    path = build(SOURCE + IMAGE_SOURCE + JPEG_SOURCE, "streams", cache_dir("corruptions"), compiler, label="the corruptions' C++ kernels",
                  hint=f"set {KERNELS_ENV}=eager", flags=(*FLAGS, "-ffp-contract=off", "-fno-trapping-math"))  # torch's roundings
     lib = ctypes.CDLL(str(path))
     p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
@@ -244,6 +245,7 @@ def _library(compiler: str) -> ctypes.CDLL:
     lib.grouped_filter_u8.argtypes = [p, i64, i64, i64, p, i64, p, i64, i64, i64, p, p, p, p, p, i64, p, p, c_int]
     lib.planar_to_interleaved_u8.argtypes = lib.interleaved_to_planar_u8.argtypes = [p, i64, i64, p]
     lib.pil_box_pixelate.argtypes = [p, i64, i64, i64, p, p, i64, i64, p, p, i64, i64, p, p, i64, p, p, i64, p, c_int]
+    lib.jpeg_roundtrip_u8.argtypes = [p, i64, i64, i64, i64, p, p, c_int]
     return lib
 
 
@@ -462,4 +464,16 @@ def to_planar(interleaved: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
             or interleaved.dtype != torch.uint8):
         raise ValueError("to_planar needs a (C, H, W) view of interleaved (H, W, C) uint8 memory")
     _library(str(cpp_compiler())).interleaved_to_planar_u8(interleaved.data_ptr(), c, h * w, out.data_ptr())
+    return out
+
+
+def jpeg_roundtrip(levels: torch.Tensor, quality: int, *, threads: int | None = None) -> torch.Tensor:
+    """libjpeg-turbo's JPEG encode + decode of uint8 (N, C, H, W) images (C = 1 or 3, RGB as
+    4:2:0) at ``quality``, without the lossless entropy coding (:mod:`corruptions.native_jpeg`);
+    images are split between ``threads`` (default torch's), which does not change the result."""
+    levels = levels.contiguous()
+    n, c, h, w = levels.shape
+    out = torch.empty_like(levels)
+    _library(str(cpp_compiler())).jpeg_roundtrip_u8(levels.data_ptr(), n, c, h, w, kernel_tables(int(quality)).data_ptr(),
+                                                    out.data_ptr(), max(1, threads or torch.get_num_threads()))
     return out

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from corruptions import CorruptionError, imageio
+from corruptions import CorruptionError, imageio, native
 
 
 def _pil_jpeg(arr: np.ndarray, quality: int) -> np.ndarray:
@@ -40,11 +40,13 @@ def _photo_like(n: int, c: int, h: int, w: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("quality", [1, 7, 25, 58, 80, 95, 100])
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("path", ["torchvision", "direct"])
+@pytest.mark.parametrize("path", ["native", "torchvision", "direct"])
 def test_the_fast_codec_paths_are_pillows_save_and_open(
     quality: int, channels: int, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """torchvision's codec, and Pillow's without save/open, give save/open's pixels."""
+    """The native kernel, torchvision's codec and Pillow's without save/open give save/open's pixels."""
+    if path != "native":
+        monkeypatch.setattr(imageio, "_native_exact", lambda channels, quality: False)
     if path == "direct":
         monkeypatch.setattr(imageio, "_torchvision_exact", lambda channels, quality: False)
     assert imageio.jpeg_codec_path(channels, quality) == path
@@ -57,8 +59,12 @@ def test_the_fast_codec_paths_are_pillows_save_and_open(
             assert np.array_equal(out[i].permute(1, 2, 0).numpy().reshape(ref.shape), ref), (h, w, i)
 
 
-def test_the_torchvision_path_matches_pillow_on_varied_images() -> None:
+@pytest.mark.parametrize("path", ["native", "torchvision"])
+def test_the_fast_paths_match_pillow_on_varied_images(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """40 images of random sizes and contents at 3 qualities: Pillow's pixels (in threads too)."""
+    if path != "native":
+        monkeypatch.setattr(imageio, "_native_exact", lambda channels, quality: False)
+    assert imageio.jpeg_codec_path(3, 58) == path
     g = torch.Generator().manual_seed(7)
     for _ in range(40):
         h, w = (int(v) for v in torch.randint(8, 90, (2,), generator=g))
@@ -71,6 +77,56 @@ def test_the_torchvision_path_matches_pillow_on_varied_images() -> None:
                 assert np.array_equal(out[i].permute(1, 2, 0).numpy(), ref), (h, w, quality, i)
     batch = _photo_like(40, 3, 32, 32)  # 40 images: two threads of 20
     assert torch.equal(imageio.jpeg_roundtrip(batch, 58, workers=2), imageio.jpeg_roundtrip(batch, 58, workers=1))
+
+
+def _varied_image(rng: np.random.Generator, kind: int, c: int, h: int, w: int) -> np.ndarray:
+    """(H, W, C) uint8 content of one kind: uniform noise, wrapping ramps, a tinted plane
+    with noise, or black and white (DCT values at their extremes)."""
+    if kind == 0:
+        return rng.integers(0, 256, (h, w, c)).astype(np.uint8)
+    if kind == 1:
+        yy, xx = np.mgrid[0:h, 0:w]
+        return np.stack([(yy * 7 + xx * 3 + 50 * k) % 256 for k in range(c)], axis=-1).astype(np.uint8)
+    if kind == 2:
+        return np.clip(rng.normal(128, 60, (1, 1, c)) + rng.normal(0, 20, (h, w, c)), 0, 255).astype(np.uint8)
+    return (rng.integers(0, 2, (h, w, c)) * 255).astype(np.uint8)
+
+
+@pytest.mark.skipif(native.cpp_compiler() is None, reason="no C++ compiler: no native kernels")
+def test_the_native_kernel_is_pillows_codec_at_every_size_and_quality() -> None:
+    """300 images from 1x1 to 69x69 (every block and colour-block remainder, the replicated
+    upsampling below three colour columns), grey and RGB, qualities 1..100: Pillow's pixels."""
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        c, kind = (1 if trial % 3 == 0 else 3), trial % 4
+        h, w = (int(v) for v in rng.integers(1, 70, 2))
+        quality = int(rng.integers(1, 101))
+        arr = _varied_image(rng, kind, c, h, w)
+        got = native.jpeg_roundtrip(torch.from_numpy(arr).permute(2, 0, 1)[None], quality)[0]
+        ref = _pil_jpeg(arr[..., 0] if c == 1 else arr, quality)
+        assert np.array_equal(got.permute(1, 2, 0).numpy().reshape(ref.shape), ref), (c, h, w, quality, kind)
+
+
+def test_eager_kernels_leave_the_jpeg_round_trip_to_the_codec(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(native._STATE, "choice", native._STATE["choice"])  # restored afterwards
+    x = _photo_like(2, 3, 20, 20)
+    fast = imageio.jpeg_roundtrip(x, 40)
+    native.set_kernels("eager")
+    assert imageio.jpeg_codec_path(3, 40) != "native"
+    assert torch.equal(imageio.jpeg_roundtrip(x, 40), fast)
+
+
+@pytest.mark.skipif(native.cpp_compiler() is None, reason="no C++ compiler: no native kernels")
+def test_a_native_kernel_that_misses_pillows_pixels_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel that differs from the installed codec on the probe images leaves the codec to run."""
+    imageio._native_probe.cache_clear()
+    monkeypatch.setattr(native, "jpeg_roundtrip", lambda levels, quality, threads=None: levels.clone())
+    try:
+        assert imageio.jpeg_codec_path(3, 41) != "native"
+        x = _photo_like(2, 3, 20, 20)
+        assert not torch.equal(imageio.jpeg_roundtrip(x, 41), x)  # the codec ran
+    finally:
+        imageio._native_probe.cache_clear()
 
 
 def test_png_and_image_files(tmp_path: Path) -> None:
