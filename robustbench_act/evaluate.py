@@ -36,6 +36,7 @@ from torch import nn
 
 from robustbench_act import distributed as dist
 from robustbench_act.cell_tables import _cell_frames
+from robustbench_act.cpu import warn_if_emulated_bf16
 from robustbench_act.errors import UserError
 from robustbench_act.metrics import ClassificationSums
 from robustbench_act.probes import SAMPLE_IDX, ModelProbe, check_level
@@ -173,6 +174,8 @@ def _autocast(device: torch.device, amp: str | None) -> contextlib.AbstractConte
         from robustbench_act.errors import unknown
 
         raise unknown("--amp mode", str(amp), ["bf16", "fp16", "none"])
+    if AMP_DTYPES[amp] == torch.bfloat16:
+        warn_if_emulated_bf16(device.type)
     return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp])
 
 

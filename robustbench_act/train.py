@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from robustbench_act import distributed as dist
+from robustbench_act.cpu import warn_if_emulated_bf16
 from robustbench_act.data import ImageDataset, dataset_info, split_train_val
 from robustbench_act.errors import UserError
 from robustbench_act.fileio import (
@@ -313,6 +314,8 @@ def _prepare(model: nn.Module, train_set: Any, cfg: TrainConfig, *, val_set: Any
         raise UserError("the training set carries no mean/std; load it with data.load_dataset")
     cl = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
     adt = amp_dtype(cfg.amp, device)
+    if adt == torch.bfloat16:
+        warn_if_emulated_bf16(device.type)
     feeder = _Batches(train_set, cfg, device, info["mean"], info["std"], cl)
     total = int(cfg.iterations) if cfg.iterations is not None else int(cfg.epochs) * feeder.steps
     if device.type == "cuda":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -112,3 +113,21 @@ def test_unbuildable_cpp_kernel_stops_a_run_before_any_output(tmp_path) -> None:
     lines = [ln for ln in (res.stdout + res.stderr).strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "cannot build LayerAct's C++ CPU kernel" in lines[0], lines
     assert "Traceback" not in res.stderr
+
+
+def test_native_bf16_reads_the_cpu_flags() -> None:
+    assert cpu.native_bf16("flags\t: fpu sse2 avx2 fma\n") is False
+    assert cpu.native_bf16("flags\t: fpu avx2 avx512f avx512_bf16\n") is True
+    assert cpu.native_bf16("flags\t: fpu avx2 amx_bf16 amx_tile\n") is True
+    assert cpu.native_bf16("Features\t: fp asimd bf16 i8mm\n") is True  # Arm
+
+
+def test_emulated_bf16_autocast_is_warned_about_on_the_cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu, "native_bf16", lambda cpuinfo=None: False)
+    with pytest.warns(UserWarning, match="no native bf16 arithmetic"):
+        cpu.warn_if_emulated_bf16("cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cpu.warn_if_emulated_bf16("cuda")
+        monkeypatch.setattr(cpu, "native_bf16", lambda cpuinfo=None: True)
+        cpu.warn_if_emulated_bf16("cpu")
