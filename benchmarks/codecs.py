@@ -4,8 +4,9 @@ Three jobs, each on the same uint8 photographs (crops of scikit-learn's sample i
 
 - jpeg: the JPEG corruption's encode + decode round trip at the ImageNet-C/CIFAR-C
   qualities; torchvision's batched ``encode_jpeg``/``decode_jpeg`` list API vs
-  ``corruptions.imageio.jpeg_roundtrip`` (Pillow, thread pool for images >= 64x64). The
-  outputs are compared value by value (the corruption must stay bit-identical);
+  ``corruptions.imageio.jpeg_roundtrip`` (whichever exact path it takes here: the native
+  kernel, else Pillow; ``benchmarks/jpeg.py`` times the paths apart). The outputs are
+  compared value by value (the corruption must stay bit-identical);
 - decode: reading JPEG files (ImageFolder / ImageNet-C); torchvision ``decode_jpeg`` on
   batches of file bytes vs ``corruptions.imageio.read_image``;
 - png: writing PNGs (``corruptions export --format imagefolder``).

@@ -8,10 +8,10 @@ pixelate ``scale`` (box-down to int(size*scale) then box-up); jpeg_compression
 ``affine`` as fractions of the image size min(H, W) (the reference multiplies by
 IMSIZE; its ImageNet table by 244 at 224 px, kept here as factors * 244/224).
 
-Everything is batched on tensors except the JPEG codec, which is Pillow's own
-``save(format='JPEG', quality=q)`` / ``open`` round trip per image on the CPU (4:2:0,
-baseline, islow DCT: the reference's codec), on a thread pool
-(:func:`corruptions.imageio.jpeg_roundtrip`).
+Everything is batched on tensors except the JPEG round trip, whose pixels are Pillow's
+``save(format='JPEG', quality=q)`` / ``open`` (4:2:0, baseline, islow DCT: the reference's
+codec), computed on the CPU by the native kernel where a probe shows it exact, else by the
+codec per image on a thread pool (:func:`corruptions.imageio.jpeg_roundtrip`).
 """
 
 from __future__ import annotations
@@ -346,7 +346,7 @@ def _jpeg_levels(levels: torch.Tensor, params: dict, rng: SampleRNG | None = Non
     levels_fn=_jpeg_levels,
 )
 def jpeg_compression(images: torch.Tensor, params: dict, rng: SampleRNG) -> torch.Tensor:
-    """Pillow JPEG encode/decode of each image on the CPU, back to the input device."""
+    """Pillow's JPEG encode/decode pixels of each image (computed on the CPU), back to the input device."""
     levels = torch.round(images * 255.0).clamp(0, 255).to(torch.uint8)
     return _jpeg_levels(levels, params).to(images.dtype) / 255.0
 
