@@ -27,17 +27,9 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [
     str(_HERE)
 ]
+import _harness as harness  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _harness import (  # noqa: E402
-    add_malloc_arg,
-    check_clock,
-    interleaved,
-    print_table,
-    ratio,
-    sample_photos,
-    use_malloc,
-)
 
 from corruptions import imageio, native  # noqa: E402
 
@@ -75,8 +67,8 @@ def paths(levels: torch.Tensor) -> dict[str, object]:
 
 def bench_size(size: int, n: int, args: argparse.Namespace, malloc: str) -> None:
     """Check and time every path at one image size; print its table."""
-    clock = check_clock(args.clock, torch.get_num_threads())
-    x = sample_photos(n, size)
+    clock = harness.check_clock(args.clock, torch.get_num_threads())
+    x = harness.sample_photos(n, size)
     qualities = QUALITIES.get(size, QUALITIES[224])
     fns = paths(x)
     for q in qualities:
@@ -85,13 +77,14 @@ def bench_size(size: int, n: int, args: argparse.Namespace, malloc: str) -> None
             if not torch.equal(fn(x, q), want):
                 raise SystemExit(f"{name} differs from save/open at {size} px, quality {q}")
     tasks = {name: (lambda fn=fn: [fn(x, q) for q in qualities]) for name, fn in fns.items()}
-    best = interleaved(tasks, args.repeat, clock)
+    best = harness.interleaved(tasks, args.repeat, clock)
     count = n * len(qualities)
     codecs = min(v for k, v in best.items() if k != "native")
-    rows = [[name, f"{count / t:.0f}", ratio(best["save/open"], t), ratio(codecs, t)] for name, t in best.items()]
+    rows = [[name, f"{count / t:.0f}", harness.ratio(best["save/open"], t), harness.ratio(codecs, t)]
+            for name, t in best.items()]
     print(f"\n# {size}x{size} px, {n} images x qualities {qualities}, {torch.get_num_threads()} thread(s), "
           f"{args.clock} clock, best of {args.repeat}, malloc {malloc}; every path's pixels equal save/open's")
-    print_table(["path", "img/s", "vs save/open", "vs fastest codec path"], rows, args.markdown)
+    harness.print_table(["path", "img/s", "vs save/open", "vs fastest codec path"], rows, args.markdown)
 
 
 def main() -> None:
@@ -103,10 +96,10 @@ def main() -> None:
     ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--markdown", action="store_true")
-    add_malloc_arg(ap)
+    harness.add_malloc_arg(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    malloc = use_malloc(args.malloc)
+    malloc = harness.use_malloc(args.malloc)
     sizes = [int(s) for s in args.sizes.split(",")]
     counts = [int(v) for v in args.n.split(",")]
     counts = counts * len(sizes) if len(counts) == 1 else counts

@@ -179,7 +179,7 @@ static void plane_roundtrip(int32_t* p, int64_t rows, int64_t cols, const int32_
     for (int64_t x = 0; x < cols; x += 8) block_roundtrip(p + y * cols + x, cols, t);
 }
 
-// rows x cols plane of level-shifted luma from one source row's values, replicated to whole blocks
+// RGB -> Y, Cb, Cr in libjpeg's 16-bit fixed point (its tables' sums, rounding included)
 static inline int32_t luma(int32_t r, int32_t g, int32_t b) {
   return (fix16(0.299) * r + fix16(0.587) * g + fix16(0.114) * b + 32768) >> 16;
 }
@@ -188,6 +188,12 @@ static inline int32_t chroma_b(int32_t r, int32_t g, int32_t b) {
 }
 static inline int32_t chroma_r(int32_t r, int32_t g, int32_t b) {
   return (fix16(0.5) * r - fix16(0.41869) * g - fix16(0.08131) * b + (128 << 16) + 32767) >> 16;
+}
+
+// the (4, 64) tables of plane kind p (0 luma, 1 chroma) out of the kernel's (4, 2, 64)
+static void plane_tables(const int32_t* tables, int p, int32_t* out) {
+  for (int k = 0; k < 4; ++k)
+    for (int e = 0; e < 64; ++e) out[k * 64 + e] = tables[(k * 2 + p) * 64 + e];
 }
 
 struct Buffers {
@@ -269,10 +275,9 @@ static void colour_image(const uint8_t* src, int64_t h, int64_t w, const int32_t
   const int64_t hw = h * w, ph = (h + 7) / 8 * 8, pw = (w + 7) / 8 * 8;
   const int64_t pch = (h + 15) / 16 * 8, pcw = (w + 15) / 16 * 8, ch = (h + 1) / 2, cw = (w + 1) / 2;
   colour_planes(src, h, w, buf);
-  // the kernel's tables are (4, 2, 64): kind k of plane p at (k * 2 + p) * 64; gather each plane's
   int32_t luma_t[256], chroma_t[256];
-  for (int k = 0; k < 4; ++k)
-    for (int e = 0; e < 64; ++e) { luma_t[k * 64 + e] = tables[(k * 2) * 64 + e]; chroma_t[k * 64 + e] = tables[(k * 2 + 1) * 64 + e]; }
+  plane_tables(tables, 0, luma_t);
+  plane_tables(tables, 1, chroma_t);
   plane_roundtrip(buf.y.data(), ph, pw, luma_t);
   plane_roundtrip(buf.cb.data(), pch, pcw, chroma_t);
   plane_roundtrip(buf.cr.data(), pch, pcw, chroma_t);
@@ -314,8 +319,7 @@ void jpeg_roundtrip_u8(const uint8_t* x, int64_t n, int64_t c, int64_t h, int64_
       uint8_t* dst = out + i * c * h * w;
       if (c == 1) {
         int32_t luma_t[256];
-        for (int k = 0; k < 4; ++k)
-          for (int e = 0; e < 64; ++e) luma_t[k * 64 + e] = tables[(k * 2) * 64 + e];
+        jpeg::plane_tables(tables, 0, luma_t);
         jpeg::grey_image(src, h, w, luma_t, dst, buf);
       } else {
         jpeg::colour_image(src, h, w, tables, dst, buf);
