@@ -111,11 +111,16 @@ def native_bf16(cpuinfo: str | None = None) -> bool | None:
     return bool(flags & _BF16_FLAGS)
 
 
+_WARNED: set[str] = set()  # what this process has been warned about already
+
+
 def warn_if_emulated_bf16(device_type: str) -> None:
-    """Warn that bf16 autocast is emulated (slow) here: a CPU without native bf16 arithmetic."""
+    """Warn, once per process, that bf16 autocast is emulated (slow) here: a CPU without
+    native bf16 arithmetic."""
     import warnings
 
-    if device_type == "cpu" and native_bf16() is False:
+    if device_type == "cpu" and "bf16" not in _WARNED and native_bf16() is False:
+        _WARNED.add("bf16")
         warnings.warn("this CPU has no native bf16 arithmetic (AVX512-BF16, AMX): bf16 autocast is "
                       "emulated and was 11x slower than float32 on such a machine; --amp none is faster here",
                       stacklevel=3)

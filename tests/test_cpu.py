@@ -122,12 +122,16 @@ def test_native_bf16_reads_the_cpu_flags() -> None:
     assert cpu.native_bf16("Features\t: fp asimd bf16 i8mm\n") is True  # Arm
 
 
-def test_emulated_bf16_autocast_is_warned_about_on_the_cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cpu, "native_bf16", lambda cpuinfo=None: False)
+def test_emulated_bf16_autocast_is_warned_about_once_on_the_cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu, "_WARNED", set())
+    monkeypatch.setattr(cpu, "native_bf16", lambda cpuinfo=None: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cpu.warn_if_emulated_bf16("cpu")  # bf16 hardware: nothing to say
+        monkeypatch.setattr(cpu, "native_bf16", lambda cpuinfo=None: False)
+        cpu.warn_if_emulated_bf16("cuda")
     with pytest.warns(UserWarning, match="no native bf16 arithmetic"):
         cpu.warn_if_emulated_bf16("cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        cpu.warn_if_emulated_bf16("cuda")
-        monkeypatch.setattr(cpu, "native_bf16", lambda cpuinfo=None: True)
-        cpu.warn_if_emulated_bf16("cpu")
+        cpu.warn_if_emulated_bf16("cpu")  # once per process
