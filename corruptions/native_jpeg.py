@@ -38,8 +38,8 @@ def quant_tables(quality: int) -> tuple[list[int], list[int]]:
     """libjpeg's ``jpeg_set_quality(quality, force_baseline=TRUE)`` tables (luminance, chrominance)."""
     quality = min(max(int(quality), 1), 100)
     scale = 5000 // quality if quality < 50 else 200 - 2 * quality
-    return tuple([min(max((b * scale + 50) // 100, 1), 255) for b in table]  # type: ignore[return-value]
-                 for table in (_LUMINANCE, _CHROMINANCE))
+    luma, chroma = ([min(max((b * scale + 50) // 100, 1), 255) for b in table] for table in (_LUMINANCE, _CHROMINANCE))
+    return luma, chroma
 
 
 def reciprocal(divisor: int) -> tuple[int, int, int]:
