@@ -611,6 +611,24 @@ def test_cli_table_and_json() -> None:
     assert res.exit_code == 2 and res.stderr.startswith("error: unknown activation kind 'bogus'"), res.output
 
 
+@pytest.mark.parametrize("scale", ["silu", "mish"])
+def test_layeract_cpp_kernel_keeps_relative_accuracy_in_the_tails(scale: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where s(n) is tiny (n down to -15.9) float32 outputs keep float32's relative precision."""
+    monkeypatch.setenv("ACTBENCH_LAYERACT_KERNEL", "cpp")
+    if layeract._cpp_compiler() is None:
+        pytest.skip("no C++ compiler")
+    x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 0.1
+    x.view(2, -1)[:, :8] = torch.tensor([-0.5, -1.0, -1.5, -2.0, -3.0, 0.5, 1.0, 3.0], dtype=torch.float64)
+    m = get_activation(f"la_{scale}")
+    monkeypatch.setenv("ACTBENCH_LAYERACT_KERNEL", "eager")
+    ref = m(x)  # float64 reference
+    monkeypatch.setenv("ACTBENCH_LAYERACT_KERNEL", "cpp")
+    out = m(x.float()).double()
+    n = (x - x.mean(dim=(1, 2, 3), keepdim=True)) / x.std(dim=(1, 2, 3), keepdim=True)
+    assert n.min() < -15  # the tail is reached
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=0.0)
+
+
 def test_layeract_cpp_kernel_bits_do_not_depend_on_the_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
     """Samples are independent, so 1 and 2 threads give the same forward and backward bits."""
     monkeypatch.setenv("ACTBENCH_LAYERACT_KERNEL", "cpp")
