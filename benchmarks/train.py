@@ -216,7 +216,8 @@ def report(args: argparse.Namespace, dev: torch.device, setups: dict, rates: dic
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY "
           f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, malloc {args.malloc}, {args.steps} steps x "
           f"{args.repeats} repeats ({args.stat})")  # fmt: skip
-    med = {a: (max if args.stat == "best" else statistics.median)(rates[a]) for a in names}
+    pick = max if args.stat == "best" else statistics.median  # one statistic for steps and epochs
+    med = {a: pick(rates[a]) for a in names}
     first_at = {}  # (amp, layout) -> label of the first activation there
     for a in names:
         first_at.setdefault((setups[a][4], setups[a][6]), a)
@@ -231,7 +232,7 @@ def report(args: argparse.Namespace, dev: torch.device, setups: dict, rates: dic
         row = [a, f"{r:.0f}", f"{r / med[names[0]]:.2f}", f"{r / med[first_at[setups[a][4], setups[a][6]]]:.2f}",
                f"{saved[a]:.1f}" if a in saved else "-", f"{peak[a]:.1f}"]
         if args.epoch:
-            e = statistics.median(epoch_rates[a]) if epoch_rates.get(a) else float("nan")
+            e = pick(epoch_rates[a]) if epoch_rates.get(a) else float("nan")
             row += [f"{e:.0f}", f"{e / r:.2f}"]
         rows.append(row)
     print_table(headers, rows, args.markdown)
