@@ -11,10 +11,10 @@ Three jobs, each on the same uint8 photographs (crops of scikit-learn's sample i
   batches of file bytes vs ``corruptions.imageio.read_image``;
 - png: writing PNGs (``corruptions export --format imagefolder``).
 
-Prints images/s for both and the ratio new / old (> 1: Pillow is faster). The machine is
-shared: treat the figures as provisional and compare ratios from one run only.
+Prints images/s for both and the ratio new / torchvision (> 1: ours is faster), and how
+many values differ (must be 0). Compare ratios from one run only.
 
-Usage: python benchmarks/codecs.py --sizes 32,64,224 --n 256 --repeat 3
+Usage: python benchmarks/codecs.py --sizes 32,64,224 --n 256 --repeat 3 [--markdown]
 """
 
 from __future__ import annotations
@@ -35,18 +35,19 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 
-def _corruption_bench() -> object:
-    """benchmarks/corruptions.py as a module (for its sample photographs)."""
+def _bench_module(name: str) -> object:
+    """benchmarks/<name>.py as a module (this folder is off sys.path: codecs.py shadows a stdlib module)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_corruptions", _HERE / "corruptions.py")
+    spec = importlib.util.spec_from_file_location(f"bench_{name.lstrip('_')}", _HERE / f"{name}.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-sample_photos = _corruption_bench().sample_photos  # type: ignore[attr-defined]
+sample_photos = _bench_module("corruptions").sample_photos  # type: ignore[attr-defined]
+harness = _bench_module("_harness")
 
 from corruptions import imageio  # noqa: E402
 
@@ -132,11 +133,16 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256, help="images per job (224 px: a quarter)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    ap.add_argument("--markdown", action="store_true", help="print a markdown table (docs/benchmarks.md)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     qualities = {32: [80, 65, 58, 50, 40], 64: [65, 58, 50, 40, 25], 224: [25, 18, 15, 10, 7]}
-    print(f"{'job':<8}{'size':>6}{'n':>6}{'old img/s':>12}{'new img/s':>12}{'new/old':>9}{'diff':>7}")
+    from corruptions.imageio import jpeg_codec_path
+
+    print(f"# jpeg 'new' = corruptions.imageio.jpeg_roundtrip, path {jpeg_codec_path(3, 50)!r} (RGB, q50); decode and png "
+          f"'new' = Pillow; torch {torch.get_num_threads()} threads")
+    rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         n = args.n if size < 224 else max(8, args.n // 4)
         x = sample_photos(n, size)
@@ -148,8 +154,9 @@ def main() -> None:
         }
         for job, (fn, count) in jobs.items():
             old, new, diff = fn()
-            print(f"{job:<8}{size:>6}{n:>6}{count / old:>12.0f}{count / new:>12.0f}"
-                  f"{old / new:>9.2f}{diff:>7}")
+            rows.append([job, size, n, f"{count / old:.0f}", f"{count / new:.0f}", f"{old / new:.2f}", diff])
+    harness.print_table(["job", "size", "n", "torchvision img/s", "new img/s", "new / torchvision",
+                         "values differing"], rows, args.markdown)
 
 
 if __name__ == "__main__":
