@@ -24,6 +24,7 @@ import io
 import sys
 import tempfile
 import time
+import types
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +36,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 
-def _bench_module(name: str) -> object:
+def _bench_module(name: str) -> types.ModuleType:
     """benchmarks/<name>.py as a module (this folder is off sys.path: codecs.py shadows a stdlib module)."""
     import importlib.util
 
@@ -46,7 +47,7 @@ def _bench_module(name: str) -> object:
     return mod
 
 
-sample_photos = _bench_module("corruptions").sample_photos  # type: ignore[attr-defined]
+sample_photos = _bench_module("corruptions").sample_photos
 harness = _bench_module("_harness")
 
 from corruptions import imageio  # noqa: E402
@@ -138,9 +139,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     qualities = {32: [80, 65, 58, 50, 40], 64: [65, 58, 50, 40, 25], 224: [25, 18, 15, 10, 7]}
-    from corruptions.imageio import jpeg_codec_path
-
-    print(f"# jpeg 'new' = corruptions.imageio.jpeg_roundtrip, path {jpeg_codec_path(3, 50)!r} (RGB, q50); decode and png "
+    print(f"# jpeg 'new' = corruptions.imageio.jpeg_roundtrip, path {imageio.jpeg_codec_path(3, 50)!r} (RGB, q50); decode and png "
           f"'new' = Pillow; torch {torch.get_num_threads()} threads")
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):

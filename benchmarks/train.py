@@ -207,7 +207,7 @@ def warm_up(args: argparse.Namespace, dev: torch.device, setups: dict, step: Cal
 
 def report(args: argparse.Namespace, dev: torch.device, setups: dict, rates: dict, saved: dict,
            peak: dict, epoch_rates: dict) -> None:
-    """Print the table: medians, ratios to the first setup and to the first activation at that amp."""
+    """Print the table: each setup's rate (median or best, --stat), ratios to the first setup and to the first activation at that amp."""
     from robustbench_act.manifest import device_description
 
     names = list(setups)
@@ -217,7 +217,7 @@ def report(args: argparse.Namespace, dev: torch.device, setups: dict, rates: dic
           f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, malloc {args.malloc}, {args.steps} steps x "
           f"{args.repeats} repeats ({args.stat})")  # fmt: skip
     pick = max if args.stat == "best" else statistics.median  # one statistic for steps and epochs
-    med = {a: pick(rates[a]) for a in names}
+    rate = {a: pick(rates[a]) for a in names}
     first_at = {}  # (amp, layout) -> label of the first activation there
     for a in names:
         first_at.setdefault((setups[a][4], setups[a][6]), a)
@@ -228,8 +228,8 @@ def report(args: argparse.Namespace, dev: torch.device, setups: dict, rates: dic
         headers += ["epoch images/s", "epoch / step"]
     rows = []
     for a in names:
-        r = med[a]
-        row = [a, f"{r:.0f}", f"{r / med[names[0]]:.2f}", f"{r / med[first_at[setups[a][4], setups[a][6]]]:.2f}",
+        r = rate[a]
+        row = [a, f"{r:.0f}", f"{r / rate[names[0]]:.2f}", f"{r / rate[first_at[setups[a][4], setups[a][6]]]:.2f}",
                f"{saved[a]:.1f}" if a in saved else "-", f"{peak[a]:.1f}"]
         if args.epoch:
             e = pick(epoch_rates[a]) if epoch_rates.get(a) else float("nan")
